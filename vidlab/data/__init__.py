@@ -1,0 +1,36 @@
+"""Video data: PyAV I/O, clip samplers, transforms, manifests, datasets, synthetic data.
+
+Names are imported lazily, so ``import vidlab`` stays quick and each piece can be used alone.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # io
+    "VideoDecodeError": "io", "VideoInfo": "io", "probe": "io", "decode_frames": "io",
+    "decode_clip": "io", "decode_all": "io", "open_video": "io",
+    # manifests
+    "ManifestRow": "manifest", "ManifestError": "manifest", "read_manifest": "manifest",
+    "write_manifest": "manifest", "class_names": "manifest",
+    # samplers
+    "ClipSampler": "samplers", "RandomClipSampler": "samplers", "MultiClipSampler": "samplers",
+    "UniformSegmentSampler": "samplers", "make_sampler": "samplers",
+    # transforms
+    "train_transform": "transforms", "eval_transform": "transforms", "denormalize": "transforms",
+    # datasets
+    "VideoDataset": "datasets", "VideoLoader": "datasets", "make_loader": "datasets",
+    "SkipReport": "datasets", "TooManySkipsError": "datasets", "WorkerDiedError": "datasets",
+    "subsample_per_class": "datasets",
+    # data sources
+    "encode_video": "encode", "ensure_dataset": "synthetic", "prepare_folder": "prepare",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"vidlab.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'vidlab.data' has no attribute {name!r}")

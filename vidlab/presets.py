@@ -1,0 +1,53 @@
+"""Per-notebook settings for the ``smoke`` / ``cpu`` / ``gpu`` presets.
+
+A notebook's parameters cell may leave a setting at ``None`` ("use the preset's value");
+:func:`resolve` fills those from the notebook's preset table and keeps explicit values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataPrepSettings:
+    """01_data_preparation."""
+
+    num_frames: int = 8  # frames per clip
+    stride: int = 2  # native frames between sampled frames
+    clip_size: int = 32  # crop size fed to models
+    batch_size: int = 16
+    throughput_clips: int = 384  # clips timed in the loader benchmark
+    loader_workers: int = 2
+
+
+TABLES: dict[str, dict[str, Any]] = {
+    "01_data_preparation": {
+        "smoke": DataPrepSettings(throughput_clips=48, batch_size=8),
+        "cpu": DataPrepSettings(),
+        "gpu": DataPrepSettings(num_frames=16, clip_size=112, throughput_clips=1024, loader_workers=8),
+    },
+}
+
+
+def resolve(notebook: str, preset: str, **overrides: Any) -> Any:
+    """The preset's settings for ``notebook`` with every non-``None`` override applied.
+
+    Override names are the settings' field names in upper or lower case
+    (``THROUGHPUT_CLIPS=100`` or ``throughput_clips=100``); an unknown name is an error.
+    """
+    if notebook not in TABLES:
+        raise KeyError(f"no preset table for notebook {notebook!r}; have {', '.join(sorted(TABLES))}")
+    table = TABLES[notebook]
+    if preset not in table:
+        raise ValueError(f"PRESET={preset!r} is not a preset of {notebook}; choose one of {', '.join(table)}")
+    settings = table[preset]
+    names = {f.name for f in fields(settings)}
+    changes = {}
+    for key, value in overrides.items():
+        name = key.lower()
+        if name not in names:
+            raise ValueError(f"{notebook}: unknown setting {key!r}; settings are {', '.join(sorted(names))}")
+        if value is not None:
+            changes[name] = value
+    return replace(settings, **changes)

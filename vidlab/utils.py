@@ -1,0 +1,87 @@
+"""Small shared helpers: seeding, device choice, atomic weights-only checkpoints."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def project_root() -> Path:
+    """The checkout that holds ``vidlab/`` (the package is installed editable)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed ``random``, numpy and torch; returns a seeded generator for DataLoaders.
+
+    Pass ``worker_init_fn=vl.seed_worker`` and ``generator=`` the returned generator to a
+    DataLoader so its workers are seeded too.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive numpy/random seeds from torch's worker seed."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def get_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; ``"cpu"``/``"cuda"``/``"cuda:N"`` as given."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"DEVICE={device!r} was asked for, but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    return dev
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` with ``torch.save`` atomically: temp file in the same folder, fsync, ``os.replace``.
+
+    A process killed mid-save leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and primitives only, pickles refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError for disallowed globals
+        raise ValueError(
+            f"refused to load {path}: it is not a weights-only checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
