@@ -23,8 +23,13 @@ _EXPORTS = {
     "VideoDataset": "datasets", "VideoLoader": "datasets", "make_loader": "datasets",
     "SkipReport": "datasets", "TooManySkipsError": "datasets", "WorkerDiedError": "datasets",
     "subsample_per_class": "datasets",
+    # decode-once cache
+    "DecodedVideos": "cache", "CachedClipDataset": "cache", "cached_loader": "cache",
     # data sources
     "encode_video": "encode", "ensure_dataset": "synthetic", "prepare_folder": "prepare",
+    "PrepareReport": "prepare", "download": "standard", "extract": "standard",
+    "build_ucf101_manifest": "standard", "build_hmdb51_manifest": "standard",
+    "build_kinetics_manifest": "standard", "build_ssv2_manifest": "standard",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,578 @@
+"""The training loop, torchvision-references style: ``train_one_epoch``, ``evaluate``, ``fit``.
+
+Batches are dicts: ``batch["video"]`` float ``(B, C, T, H, W)`` (or ``(B, V, C, T, H, W)`` for
+multi-view evaluation), ``batch["label"]`` long ``(B,)``, ``batch["path"]`` list of str.
+Models map ``(B, C, T, H, W)`` to logits ``(B, num_classes)``.
+
+A custom step plugs in without forking the loop::
+
+    def step_fn(model, batch, ctx: StepContext) -> StepOutput:
+        video = batch["video"].to(ctx.device); label = batch["label"].to(ctx.device)
+        with ctx.autocast():
+            logits = model(video)
+            loss = ctx.criterion(logits, label)
+        return StepOutput(loss=loss, logits=logits)
+
+The loop does backward, gradient accumulation, (un)scaling, clipping, the non-finite check
+(a step with a NaN/inf loss or gradient is skipped and counted, never applied), the optimizer
+and scheduler steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vidlab.train.checkpoint import load_checkpoint_into, save_checkpoint, to_primitives, unwrap_model
+from vidlab.train.metrics import aggregate_views, confusion_matrix, per_class_accuracy, topk_accuracy
+from vidlab.train.optim import build_optimizer, cosine_with_warmup
+from vidlab.utils import get_device, set_seed
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (stored inside checkpoints as a dict of primitives)."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"  # "adamw" | "sgd"
+    momentum: float = 0.9  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
+    scheduler: str = "cosine"  # "cosine" (warmup + cosine, per step) | "constant" (warmup then flat)
+    warmup_epochs: float = 0.0
+    warmup_steps: int | None = None  # overrides warmup_epochs when set
+    min_lr_ratio: float = 0.0
+    label_smoothing: float = 0.0
+    clip_grad_norm: float | None = None
+    accum_steps: int = 1
+    amp: bool = False
+    amp_dtype: str = "bfloat16"  # "bfloat16" | "float16" (float16 also turns on a GradScaler)
+    early_stopping_patience: int | None = None  # epochs without improvement before stopping
+    early_stopping_metric: str = "val_top1"  # a History field; "...loss" metrics are minimised
+    early_stopping_min_delta: float = 0.0
+    log_every: int = 10  # progress-bar postfix refresh, in batches
+    seed: int = 0
+    checkpoint_every_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"TrainConfig.amp_dtype={self.amp_dtype!r}; choose one of {sorted(AMP_DTYPES)}")
+        if self.optimizer.lower() not in ("adamw", "sgd"):
+            raise ValueError(f"TrainConfig.optimizer={self.optimizer!r}; choose 'adamw' or 'sgd'")
+        if self.scheduler not in ("cosine", "constant"):
+            raise ValueError(f"TrainConfig.scheduler={self.scheduler!r}; choose 'cosine' or 'constant'")
+        if self.accum_steps < 1:
+            raise ValueError(f"TrainConfig.accum_steps must be >= 1, got {self.accum_steps}")
+        if self.epochs < 1:
+            raise ValueError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(
+                f"TrainConfig.early_stopping_patience must be >= 1 or None, got {self.early_stopping_patience}"
+            )
+        if self.checkpoint_every_epochs < 1:
+            raise ValueError(f"TrainConfig.checkpoint_every_epochs must be >= 1, got {self.checkpoint_every_epochs}")
+        self.betas = tuple(self.betas)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Rebuild from :func:`dataclasses.asdict` output (e.g. ``checkpoint["config"]``); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"TrainConfig.from_dict: unknown keys {sorted(unknown)}")
+        return cls(**dict(values))
+
+
+@dataclass
+class StepOutput:
+    """What a step function returns: the scalar ``loss`` to back-propagate and the ``logits`` ``(B, K)``."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass
+class StepContext:
+    """Handed to a step function: where and how to compute one micro-batch."""
+
+    device: torch.device
+    cfg: TrainConfig
+    epoch: int
+    step: int  # batch index within the epoch
+    global_step: int  # optimizer steps done before this batch (all epochs)
+    criterion: nn.Module  # cross entropy with cfg.label_smoothing
+    amp_enabled: bool
+    amp_dtype: torch.dtype
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` for this device with the configured dtype (a no-op when AMP is off)."""
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_enabled)
+
+
+StepFn = Callable[[nn.Module, Mapping[str, Any], StepContext], StepOutput]
+
+
+def default_step(model: nn.Module, batch: Mapping[str, Any], ctx: StepContext) -> StepOutput:
+    """Forward ``batch["video"]`` ``(B, C, T, H, W)`` under autocast and take the cross entropy."""
+    video = batch["video"].to(ctx.device, non_blocking=True)
+    label = batch["label"].to(ctx.device, non_blocking=True)
+    with ctx.autocast():
+        logits = model(video)
+    loss = ctx.criterion(logits.float(), label)
+    return StepOutput(loss=loss, logits=logits)
+
+
+@dataclass
+class History:
+    """Per-epoch training record (one entry per finished epoch in every list)."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_top1: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_top1: list[float] = field(default_factory=list)
+    val_top5: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    skipped_steps: list[int] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    stopped_early: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict of lists and primitives (JSON- and checkpoint-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "History":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in values.items() if k in known})
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+
+def _is_finite(value: torch.Tensor) -> bool:
+    return bool(torch.isfinite(value).all().item())
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    return int(batch["label"].shape[0])
+
+
+def _warn_free_scheduler_step(scheduler: Any) -> None:
+    """Step the scheduler even after a skipped optimizer step (keeps lr a function of the step count)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        scheduler.step()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any | None,
+    *,
+    cfg: TrainConfig,
+    device: torch.device | str,
+    epoch: int,
+    scaler: torch.amp.GradScaler | None = None,
+    step_fn: StepFn | None = None,
+    progress: bool = True,
+    global_step: int = 0,
+) -> dict[str, Any]:
+    """One pass over ``loader``; returns ``{"loss", "top1", "lr", "seconds", "steps", "skipped_steps",
+    "nonfinite_losses", "samples", "samples_per_s", "grad_scale"}`` (``grad_scale``: the fp16
+    GradScaler's scale after the epoch, ``None`` without one).
+
+    ``lr`` is the learning rate of the epoch's last optimizer step (first param group).
+    ``loss``/``top1`` average over micro-batches with a finite loss (weighted by batch size).
+    Gradients are accumulated over ``cfg.accum_steps`` batches (the loss is divided by the number
+    of batches in the window). Before each optimizer step the gradients are unscaled (fp16),
+    their total norm is computed (and clipped to ``cfg.clip_grad_norm``); a window with a
+    non-finite loss or gradient norm is skipped: gradients are dropped, nothing is applied,
+    ``skipped_steps`` counts it. The scheduler steps once per optimizer step (skipped or not).
+    """
+    device = get_device(device) if isinstance(device, str) else device
+    step_fn = step_fn or default_step
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    use_scaler = scaler is not None and scaler.is_enabled()
+    amp_dtype = AMP_DTYPES[cfg.amp_dtype]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    num_batches = len(loader) if hasattr(loader, "__len__") else None
+
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = correct_sum = 0.0
+    seen = 0
+    steps = skipped = nonfinite_losses = 0
+    window = {"ok": True, "has_grad": False, "pending": False}
+    last_lr = float(optimizer.param_groups[0]["lr"])
+    start = time.perf_counter()
+
+    def finish_window() -> None:
+        """Apply (or skip) one optimizer step for the accumulated window, then step the scheduler."""
+        nonlocal steps, skipped, last_lr
+        last_lr = float(optimizer.param_groups[0]["lr"])
+        applied = False
+        if window["ok"] and window["has_grad"]:
+            if use_scaler:
+                scaler.unscale_(optimizer)
+            grads = [p.grad for p in params if p.grad is not None]
+            total_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            if _is_finite(total_norm):
+                if cfg.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grads_with_norm_(params, cfg.clip_grad_norm, total_norm)
+                if use_scaler:
+                    scaler.step(optimizer)  # also checks for inf itself
+                else:
+                    optimizer.step()
+                applied = True
+            if use_scaler:
+                scaler.update()  # shrinks the scale after an overflow
+        if not applied:
+            skipped += 1
+        optimizer.zero_grad(set_to_none=True)
+        window.update(ok=True, has_grad=False, pending=False)
+        steps += 1
+        if scheduler is not None:
+            _warn_free_scheduler_step(scheduler)
+
+    bar = tqdm(loader, total=num_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    for batch_index, batch in enumerate(bar):
+        window_start = (batch_index // cfg.accum_steps) * cfg.accum_steps
+        window_size = cfg.accum_steps if num_batches is None else min(cfg.accum_steps, num_batches - window_start)
+        ctx = StepContext(
+            device=device,
+            cfg=cfg,
+            epoch=epoch,
+            step=batch_index,
+            global_step=global_step + steps,
+            criterion=criterion,
+            amp_enabled=cfg.amp,
+            amp_dtype=amp_dtype,
+        )
+        out = step_fn(model, batch, ctx)
+        loss = out.loss
+        window["pending"] = True
+        if _is_finite(loss.detach()):
+            scaled = loss / window_size
+            (scaler.scale(scaled) if use_scaler else scaled).backward()
+            window["has_grad"] = True
+            n = _batch_size(batch)
+            loss_sum += loss.item() * n
+            label = batch["label"].to(out.logits.device)
+            correct_sum += topk_accuracy(out.logits.detach().float(), label, ks=(1,))[1] * n
+            seen += n
+        else:  # no backward: the whole window is skipped anyway
+            window["ok"] = False
+            nonfinite_losses += 1
+
+        if (batch_index + 1) % cfg.accum_steps == 0 or batch_index + 1 == num_batches:
+            finish_window()
+            if progress and (steps % max(1, cfg.log_every // cfg.accum_steps) == 0 or batch_index + 1 == num_batches):
+                bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                skipped=skipped)
+    if window["pending"]:  # a loader without len() ended inside a window
+        finish_window()
+    bar.close()
+
+    seconds = time.perf_counter() - start
+    return {
+        "loss": loss_sum / seen if seen else float("nan"),
+        "top1": correct_sum / seen if seen else float("nan"),
+        "lr": last_lr,
+        "seconds": seconds,
+        "steps": steps,
+        "skipped_steps": skipped,
+        "nonfinite_losses": nonfinite_losses,
+        "samples": seen,
+        "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
+        "grad_scale": float(scaler.get_scale()) if use_scaler else None,
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Any]],
+    *,
+    device: torch.device | str,
+    num_classes: int,
+    amp: bool = False,
+    amp_dtype: str = "bfloat16",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Clip- and video-level metrics over ``loader``.
+
+    Batches hold ``video`` ``(B, C, T, H, W)`` or ``(B, V, C, T, H, W)`` (V views per video).
+    Clip level treats each view as its own sample; video level averages the softmax over the
+    V views (:func:`aggregate_views`). Returns::
+
+        {"loss": mean clip cross entropy, "clip_top1", "clip_top5", "video_top1", "video_top5",
+         "top1", "top5" (= video level), "num_videos", "num_clips",
+         "confusion_matrix": (K, K) int64 (video level), "per_class_accuracy": (K,) float,
+         "predictions": {"path": [str], "label": (N,), "pred": (N,), "prob": (N, K)}}
+    """
+    device = get_device(device) if isinstance(device, str) else device
+    model.eval()
+    dtype = AMP_DTYPES[amp_dtype]
+    loss_sum = 0.0
+    clip_correct = {1: 0.0, 5: 0.0}
+    num_clips = 0
+    paths: list[Any] = []
+    labels, probs = [], []
+    bar = tqdm(loader, desc="eval", disable=not progress, leave=False)
+    for batch in bar:
+        video = batch["video"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True)
+        if video.ndim == 6:
+            b, v = video.shape[:2]
+            video = video.flatten(0, 1)
+        elif video.ndim == 5:
+            b, v = video.shape[0], 1
+        else:
+            raise ValueError(
+                f"evaluate: batch['video'] must be (B, C, T, H, W) or (B, V, C, T, H, W), got {tuple(video.shape)}"
+            )
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
+            logits = model(video)
+        logits = logits.float()
+        if logits.ndim != 2 or logits.shape[1] != num_classes:
+            raise ValueError(
+                f"evaluate: the model returned logits {tuple(logits.shape)}, expected (N, num_classes={num_classes})"
+            )
+        clip_label = label.repeat_interleave(v)
+        loss_sum += nn.functional.cross_entropy(logits, clip_label, reduction="sum").item()
+        for k, acc in topk_accuracy(logits, clip_label, ks=(1, 5)).items():
+            clip_correct[k] += acc * logits.shape[0]
+        num_clips += logits.shape[0]
+        probs.append(aggregate_views(logits.view(b, v, num_classes)).cpu())
+        labels.append(label.cpu())
+        batch_paths = batch.get("path") if isinstance(batch, Mapping) else None
+        paths.extend(list(batch_paths) if batch_paths is not None else [None] * b)
+    bar.close()
+
+    if num_clips == 0:
+        raise ValueError("evaluate: the loader yielded no batches")
+    prob = torch.cat(probs)
+    target = torch.cat(labels)
+    pred = prob.argmax(dim=1)
+    video_acc = topk_accuracy(prob, target, ks=(1, 5))
+    cm = confusion_matrix(pred, target, num_classes)
+    return {
+        "loss": loss_sum / num_clips,
+        "clip_top1": clip_correct[1] / num_clips,
+        "clip_top5": clip_correct[5] / num_clips,
+        "video_top1": video_acc[1],
+        "video_top5": video_acc[5],
+        "top1": video_acc[1],
+        "top5": video_acc[5],
+        "num_videos": int(target.shape[0]),
+        "num_clips": num_clips,
+        "confusion_matrix": cm,
+        "per_class_accuracy": per_class_accuracy(cm),
+        "predictions": {"path": paths, "label": target, "pred": pred, "prob": prob},
+    }
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The data-order seed of ``epoch``: a fixed function of ``(seed, epoch)``."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 12_345) % (2**63 - 1)
+
+
+def seed_loader_for_epoch(loader: Any, seed: int, epoch: int) -> None:
+    """Make ``loader``'s shuffling (and worker seeds) for ``epoch`` a function of ``(seed, epoch)``.
+
+    Reseeds ``loader.generator`` (and the sampler's own generator, if different) and calls
+    ``sampler.set_epoch(epoch)`` where it exists (DistributedSampler). A loader without a
+    generator draws its order from the global torch RNG, which a checkpoint also restores.
+    """
+    value = epoch_seed(seed, epoch)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(value)
+    sampler = getattr(loader, "sampler", None)
+    sampler_generator = getattr(sampler, "generator", None)
+    if isinstance(sampler_generator, torch.Generator) and sampler_generator is not generator:
+        sampler_generator.manual_seed(value)
+    for s in (sampler, getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        if s is not None and hasattr(s, "set_epoch"):
+            s.set_epoch(epoch)
+            break
+
+
+def _improved(metric: str, value: float, best: float | None, min_delta: float) -> bool:
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    if "loss" in metric:
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable[Mapping[str, Any]],
+    val_loader: Iterable[Mapping[str, Any]] | None,
+    cfg: TrainConfig,
+    *,
+    device: torch.device | str = "auto",
+    step_fn: StepFn | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    num_classes: int | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    on_epoch_end: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train for ``cfg.epochs`` epochs with validation, early stopping and checkpoints; returns the History.
+
+    - Seeds everything with ``cfg.seed`` at the start of a fresh run; the training data order of
+      each epoch is a function of ``(cfg.seed, epoch)`` (:func:`seed_loader_for_epoch`).
+    - ``checkpoint_path``: a resumable checkpoint is written atomically after every
+      ``cfg.checkpoint_every_epochs`` epochs (and after the last). With ``resume=True`` and an
+      existing file, training continues after the saved epoch: on CPU the final weights equal
+      those of an uninterrupted run.
+    - Early stopping (``cfg.early_stopping_patience``) watches ``cfg.early_stopping_metric``
+      and restores the best epoch's weights at the end.
+    - ``num_classes`` for evaluation defaults to the model's ``num_classes`` attribute.
+    - ``on_epoch_end(epoch, history)`` is called after each epoch (after its checkpoint).
+    """
+    device = get_device(device) if isinstance(device, (str, type(None))) else device
+    model.to(device)
+    if val_loader is None and cfg.early_stopping_patience is not None:
+        raise ValueError("fit: early_stopping_patience is set but val_loader is None")
+    if num_classes is None and val_loader is not None:
+        num_classes = getattr(unwrap_model(model), "num_classes", None)
+        if num_classes is None:
+            raise ValueError(f"fit: pass num_classes=, {type(model).__name__} has no num_classes attribute")
+    if not hasattr(train_loader, "__len__"):
+        raise ValueError("fit: train_loader must have a length (the schedule needs the steps per epoch)")
+
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    resuming = bool(resume and checkpoint_path is not None and checkpoint_path.is_file())
+    if not resuming:
+        set_seed(cfg.seed)
+
+    if optimizer is None:
+        optimizer = build_optimizer(
+            model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+            betas=cfg.betas,
+        )
+    if cfg.scheduler == "cosine":
+        scheduler = cosine_with_warmup(
+            optimizer, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        )
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16")
+
+    history = History()
+    best_state: dict[str, torch.Tensor] | None = None
+    start_epoch = 0
+    global_step = 0
+    early = cfg.early_stopping_patience is not None
+    if resuming:
+        checkpoint = load_checkpoint_into(
+            checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
+        )
+        saved_cfg = checkpoint.get("config") or {}
+        current_cfg = to_primitives(cfg, where="config")
+        changed = sorted(k for k in current_cfg if k in saved_cfg and saved_cfg[k] != current_cfg[k])
+        if changed:
+            warnings.warn(
+                f"resuming {checkpoint_path} with a different TrainConfig ({', '.join(changed)}); "
+                "the result will not match an uninterrupted run",
+                stacklevel=2,
+            )
+        history = History.from_dict(checkpoint["history"] or {})
+        start_epoch = checkpoint["epoch"] + 1
+        global_step = checkpoint["step"]
+        best_state = (checkpoint.get("extra") or {}).get("best_state")
+        if progress:
+            print(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']} ({global_step} steps)")
+
+    def save(epoch: int) -> None:
+        extra = {"best_state": best_state} if early and best_state is not None else {}
+        save_checkpoint(
+            checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+            epoch=epoch, step=global_step, config=cfg, history=history, extra=extra,
+        )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if history.stopped_early:
+            break
+        seed_loader_for_epoch(train_loader, cfg.seed, epoch)
+        train = train_one_epoch(
+            model, train_loader, optimizer, scheduler, cfg=cfg, device=device, epoch=epoch, scaler=scaler,
+            step_fn=step_fn, progress=progress, global_step=global_step,
+        )
+        global_step += train["steps"]
+        if val_loader is not None:
+            val = evaluate(
+                model, val_loader, device=device, num_classes=num_classes, amp=cfg.amp, amp_dtype=cfg.amp_dtype,
+                progress=progress,
+            )
+        else:
+            val = {"loss": float("nan"), "top1": float("nan"), "top5": float("nan")}
+        history.epoch.append(epoch)
+        history.train_loss.append(train["loss"])
+        history.train_top1.append(train["top1"])
+        history.val_loss.append(val["loss"])
+        history.val_top1.append(val["top1"])
+        history.val_top5.append(val["top5"])
+        history.lr.append(train["lr"])
+        history.epoch_seconds.append(train["seconds"])
+        history.skipped_steps.append(train["skipped_steps"])
+
+        if early:
+            metric = cfg.early_stopping_metric
+            if not hasattr(history, metric) or not isinstance(getattr(history, metric), list):
+                raise ValueError(f"TrainConfig.early_stopping_metric={metric!r} is not a History list field")
+            value = float(getattr(history, metric)[-1])
+            if _improved(metric, value, history.best_metric, cfg.early_stopping_min_delta):
+                history.best_metric, history.best_epoch = value, epoch
+                best_state = {k: v.detach().cpu().clone() for k, v in unwrap_model(model).state_dict().items()}
+            elif history.best_epoch is not None and epoch - history.best_epoch >= cfg.early_stopping_patience:
+                history.stopped_early = True
+        if progress:
+            print(
+                f"epoch {epoch}: train loss {train['loss']:.4f} top1 {train['top1']:.3f} | "
+                f"val loss {val['loss']:.4f} top1 {val['top1']:.3f} | lr {train['lr']:.2e} | "
+                f"{train['seconds']:.1f}s" + (f" | skipped {train['skipped_steps']}" if train["skipped_steps"] else "")
+            )
+        last = epoch + 1 == cfg.epochs or history.stopped_early
+        if checkpoint_path is not None and ((epoch + 1) % cfg.checkpoint_every_epochs == 0 or last):
+            save(epoch)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+
+    if early and best_state is not None:
+        unwrap_model(model).load_state_dict(best_state)
+    if not early and val_loader is not None and history.epoch:
+        watched = [(-math.inf if math.isnan(v) else v) for v in history.val_top1]
+        best_index = max(range(len(watched)), key=watched.__getitem__)
+        history.best_epoch, history.best_metric = history.epoch[best_index], history.val_top1[best_index]
+    return history
