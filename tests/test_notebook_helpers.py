@@ -40,7 +40,7 @@ def test_set_seed_repeats():
 
 def test_presets_resolve():
     s = vl.presets.resolve("01_data_preparation", "smoke", THROUGHPUT_CLIPS=None, STRIDE=3)
-    assert s.stride == 3 and s.throughput_clips == vl.presets.TABLES["01_data_preparation"]["smoke"].throughput_clips
+    assert s.stride == 3 and s.throughput_clips == vl.presets.table_for("01_data_preparation")["smoke"].throughput_clips
     with pytest.raises(ValueError, match="unknown setting"):
         vl.presets.resolve("01_data_preparation", "smoke", EPOCHS=1)
 

@@ -5,6 +5,7 @@ A notebook's parameters cell may leave a setting at ``None`` ("use the preset's 
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -21,13 +22,25 @@ class DataPrepSettings:
     loader_workers: int = 2
 
 
-TABLES: dict[str, dict[str, Any]] = {
-    "01_data_preparation": {
-        "smoke": DataPrepSettings(throughput_clips=48, batch_size=8),
-        "cpu": DataPrepSettings(),
-        "gpu": DataPrepSettings(num_frames=16, clip_size=112, throughput_clips=1024, loader_workers=8),
-    },
+DATA_PREP = {
+    "smoke": DataPrepSettings(throughput_clips=48, batch_size=8),
+    "cpu": DataPrepSettings(),
+    "gpu": DataPrepSettings(num_frames=16, clip_size=112, throughput_clips=1024, loader_workers=8),
 }
+
+# notebook -> "module:attribute" of its preset table (imported on first use)
+TABLES: dict[str, str] = {
+    "01_data_preparation": "vidlab.presets:DATA_PREP",
+    "04_transfer_learning": "vidlab.train.transfer:TRANSFER_PRESETS",
+}
+
+
+def table_for(notebook: str) -> dict[str, Any]:
+    """The ``{preset: settings}`` table of a notebook."""
+    if notebook not in TABLES:
+        raise KeyError(f"no preset table for notebook {notebook!r}; have {', '.join(sorted(TABLES))}")
+    module, _, attr = TABLES[notebook].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def resolve(notebook: str, preset: str, **overrides: Any) -> Any:
@@ -36,9 +49,7 @@ def resolve(notebook: str, preset: str, **overrides: Any) -> Any:
     Override names are the settings' field names in upper or lower case
     (``THROUGHPUT_CLIPS=100`` or ``throughput_clips=100``); an unknown name is an error.
     """
-    if notebook not in TABLES:
-        raise KeyError(f"no preset table for notebook {notebook!r}; have {', '.join(sorted(TABLES))}")
-    table = TABLES[notebook]
+    table = table_for(notebook)
     if preset not in table:
         raise ValueError(f"PRESET={preset!r} is not a preset of {notebook}; choose one of {', '.join(table)}")
     settings = table[preset]

@@ -177,18 +177,22 @@ class VideoDataset(Dataset):
             fh.write(path)
 
 
-def subsample_per_class(rows: Sequence[ManifestRow], per_class: int, *, seed: int = 0) -> list[ManifestRow]:
-    """At most ``per_class`` rows of each label, chosen deterministically by ``seed``."""
+def subsample_indices_per_class(labels: Sequence[int], per_class: int, *, seed: int = 0) -> list[int]:
+    """Indices of at most ``per_class`` items of each label, chosen deterministically by ``seed``."""
     rng = np.random.default_rng(seed)
-    by_label: dict[int, list[ManifestRow]] = {}
-    for r in rows:
-        by_label.setdefault(r.label, []).append(r)
-    keep: list[ManifestRow] = []
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    keep: list[int] = []
     for label in sorted(by_label):
         group = by_label[label]
-        idx = rng.permutation(len(group))[:per_class]
-        keep += [group[i] for i in sorted(idx)]
-    return keep
+        keep += [group[j] for j in rng.permutation(len(group))[:per_class]]
+    return sorted(keep)
+
+
+def subsample_per_class(rows: Sequence[ManifestRow], per_class: int, *, seed: int = 0) -> list[ManifestRow]:
+    """At most ``per_class`` rows of each label, chosen deterministically by ``seed``."""
+    return [rows[i] for i in subsample_indices_per_class([r.label for r in rows], per_class, seed=seed)]
 
 
 def collate_videos(items: list[dict[str, Any] | Skip]) -> dict[str, Any]:
