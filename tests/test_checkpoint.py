@@ -290,7 +290,7 @@ def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
     assert len(leftovers) == 1, f"expected the half-written temp file, found {sorted(os.listdir(tmp_path))}"
     model = nn.Linear(512, 512)
     checkpoint = load_checkpoint_into(tmp_path / "ckpt.pt", model=model, restore_rng=False)

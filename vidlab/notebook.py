@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vidlab.utils import get_device, project_root, set_seed
+from vidlab.utils import atomic_path, get_device, project_root, set_seed
 
 PRESETS = ("smoke", "cpu", "gpu")
 # The synthetic dataset size used by each notebook preset.
@@ -45,11 +44,28 @@ class NotebookContext:
         """A file inside the output folder (plots, checkpoints)."""
         return self.output_dir / name
 
-    def savefig(self, fig: Any, name: str, **kw: Any) -> Path:
-        """Save a matplotlib figure as ``OUTPUT_DIR/<name>.png`` and return the path."""
+    def savefig(self, fig: Any, name: str, *, show: bool = True, **kw: Any) -> Path:
+        """Save a matplotlib figure as ``OUTPUT_DIR/<name>.png``, show it once in the notebook,
+        and return the path."""
         out = self.output_dir / (name if name.endswith(".png") else f"{name}.png")
         fig.savefig(out, dpi=kw.pop("dpi", 110), bbox_inches=kw.pop("bbox_inches", "tight"), **kw)
+        if show and _in_notebook():
+            from IPython.display import display
+
+            display(fig)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)  # pyplot would otherwise show it a second time at the end of the cell
         return out
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
 
 
 def default_data_dir(preset: str) -> Path:
@@ -135,12 +151,8 @@ def record(name: str, value: Any, output_dir: str | os.PathLike | None = None) -
     path = out / "metrics.json"
     metrics = read_metrics(out) if path.exists() else {}
     metrics[name] = _jsonable(value)
-    fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".json", dir=out)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(metrics, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return value
 
 

@@ -31,6 +31,8 @@ DATA_PREP = {
 # notebook -> "module:attribute" of its preset table (imported on first use)
 TABLES: dict[str, str] = {
     "01_data_preparation": "vidlab.presets:DATA_PREP",
+    "02_self_supervised_pretraining": "vidlab.train.pretraining:PRETRAIN_PRESETS",
+    "03_finetuning": "vidlab.train.finetune:FINETUNE_PRESETS",
     "04_transfer_learning": "vidlab.train.transfer:TRANSFER_PRESETS",
 }
 

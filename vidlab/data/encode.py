@@ -9,7 +9,6 @@ complete: it is written to a temporary file in the same folder and moved into pl
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Mapping
@@ -17,6 +16,8 @@ from typing import Mapping
 import av
 import numpy as np
 import torch
+
+from vidlab.utils import atomic_path
 
 # Pixel format each encoder gets; codecs not listed use yuv420p.
 _PIX_FMT = {"mjpeg": "yuvj420p", "png": "rgb24", "ffv1": "yuv444p", "libx264rgb": "rgb24"}
@@ -84,11 +85,9 @@ def encode_video(
         codec_options["crf"] = str(int(crf))
     codec_options.update({str(k): str(v) for k, v in (options or {}).items()})
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", options=dict(container_options or {})) as container:
+    # the generator publishes whole dataset folders atomically, so no per-file fsync
+    with atomic_path(path, fsync=False) as tmp:
+        with av.open(str(tmp), mode="w", options=dict(container_options or {})) as container:
             stream = container.add_stream(codec, rate=rate)
             stream.width = width
             stream.height = height
@@ -105,9 +104,4 @@ def encode_video(
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from vidlab.utils import atomic_path
 
 REQUIRED_COLUMNS = ("path", "label", "split", "num_frames", "fps", "width", "height", "duration")
 OPTIONAL_COLUMNS = ("label_name", "domain", "codec")
@@ -53,23 +54,14 @@ def write_manifest(rows: Iterable[ManifestRow], path: str | os.PathLike) -> Path
     path = manifest_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            for row in rows:
-                d = asdict(row)
-                d["fps"] = f"{row.fps:.6g}"
-                d["duration"] = f"{row.duration:.6g}"
-                writer.writerow(d)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            d = asdict(row)
+            d["fps"] = f"{row.fps:.6g}"
+            d["duration"] = f"{row.duration:.6g}"
+            writer.writerow(d)
     return path
 
 

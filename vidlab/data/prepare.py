@@ -31,6 +31,7 @@ from typing import Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from vidlab.utils import atomic_path
 from vidlab.data.manifest import ManifestRow, write_manifest
 
 VIDEO_EXTENSIONS = frozenset(
@@ -153,9 +154,8 @@ def _place(src: Path, dest: Path) -> None:
     try:
         os.link(src, dest)
     except OSError:
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dest)
+        with atomic_path(dest, fsync=False) as tmp:
+            shutil.copy2(src, tmp)
 
 
 def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -345,12 +345,10 @@ def write_rejected(rejected: Iterable[tuple[str, str]], out: str | os.PathLike) 
     """Write ``out/rejected.csv`` (columns ``path,reason``); always written, even empty."""
     path = Path(out) / REJECTED_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         writer.writerows(rejected)
-    os.replace(tmp, path)
     return path
 
 
