@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.vidlab-installed
 PRESET ?= cpu
 OUT ?= runs/$(PRESET)
+ONLY ?=
 
 .PHONY: run test test-fast lab bench venv clean
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m vidlab run --preset $(PRESET) --out $(OUT)
+	$(BIN)/python -m vidlab run --preset $(PRESET) --out $(OUT) $(if $(ONLY),--only $(ONLY))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -106,7 +106,8 @@ def plot_sampling(
     """Timeline of the frames each sampler picks in a ``duration``-second video at ``fps``.
 
     Each sampler gets ``draws`` rows (different random draws from one seeded generator);
-    the grey ticks are the video's frames, the dots the sampled timestamps, one colour per clip.
+    the grey ticks are the video's frames, the dots the sampled timestamps, one colour (and a
+    small vertical offset) per clip.
     """
     fig, ax = plt.subplots(figsize=(9, 0.45 * draws * len(samplers) + 1))
     g = torch.Generator().manual_seed(seed)
@@ -115,8 +116,10 @@ def plot_sampling(
     for name, sampler in samplers.items():
         for d in range(draws):
             ax.scatter(frame_times, np.full_like(frame_times, y), marker="|", color="0.8", s=60)
-            for k, times in enumerate(sampler(duration, fps, g)):
-                ax.scatter(times, np.full_like(times, y), s=18, color=plt.cm.tab10(k % 10), zorder=3)
+            clips = sampler(duration, fps, g)
+            for k, times in enumerate(clips):
+                dy = 0.25 * (k - (len(clips) - 1) / 2) if len(clips) > 1 else 0.0  # overlapping clips stay visible
+                ax.scatter(times, np.full_like(times, y + dy), s=18, color=plt.cm.tab10(k % 10), zorder=3)
             labels.append(f"{name} #{d + 1}")
             y += 1
         y += 0.5
