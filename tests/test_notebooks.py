@@ -10,7 +10,7 @@ from vidlab import run as runner
 pytestmark = pytest.mark.notebooks
 
 
-def _check_01(m: dict) -> None:
+def _check_01(m: dict, out) -> None:
     assert m["num_classes"] >= 10
     assert m["num_videos"] > 0
     assert m["demo_skipped"] == 2  # the truncated file and the playlist, reported not replaced
@@ -20,8 +20,37 @@ def _check_01(m: dict) -> None:
     assert math.isclose(m["loader_vs_decode"], m["loader_clips_per_s"] / m["decode_clips_per_s"], rel_tol=1e-6)
 
 
+def _check_02(m: dict, out) -> None:
+    for key in ("mae_knn_top1", "mae_probe_top1", "contrastive_probe_top1", "scratch_fewshot_top1", "pretrained_fewshot_top1"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["tube_mask_matches_library"] is True
+    assert m["pretrain_seconds"] > 0
+    assert math.isfinite(m["mae_loss_first"]) and math.isfinite(m["mae_loss_last"]) and m["mae_loss_last"] > 0
+    assert 0.0 <= m["static_tubelet_fraction"] <= 1.0 and m["temporal_redundancy_ratio"] > 0
+    assert m["copy_baseline_tube_90"] > m["copy_baseline_random_90"]  # model-free: tubes defeat copying
+    assert math.isclose(m["fewshot_gain_points"], 100 * (m["pretrained_fewshot_top1"] - m["scratch_fewshot_top1"]), abs_tol=1e-6)
+    from vidlab.train.ssl import load_encoder
+
+    assert load_encoder(out / "ssl_encoder.pt", 12).head.out_features == 12
+
+
+def _check_03(m: dict, out) -> None:
+    for key in ("test_top1", "scratch_top1", "top1_linear_probe", "top1_partial", "top1_bitfit", "top1_lora", "top1_adapter", "clip_top1"):
+        assert 0.0 <= m[key] <= 1.0, key
+    p = m["trainable_params"]
+    assert p["linear_probe"] < p["bitfit"] < p["full"]
+    assert p["linear_probe"] < p["lora"] < p["full"] and p["adapters"] < p["full"] and p["partial"] < p["full"]
+    mem = m["memory_mib"]
+    assert mem["linear_probe"] < mem["full"]  # no gradients or optimizer state for the backbone
+    assert m["lora_merge_max_abs_diff"] < 1e-4
+    assert m["deploy_roundtrip_identical"] is True
+    assert {r["init"] for r in m["label_efficiency"]} == {"pretrained", "scratch"}
+
+
 CHECKS = {
     "01_data_preparation": _check_01,
+    "02_self_supervised_pretraining": _check_02,
+    "03_finetuning": _check_03,
 }
 
 
@@ -30,5 +59,5 @@ def test_notebook_smoke(path, smoke_data, tmp_path):
     result = runner.run_notebook(path, tmp_path, preset="smoke")
     assert result.status == "ok", f"{path.name} failed: {result.error} (executed copy: {result.executed})"
     assert path.stem in CHECKS, f"add checks for {path.stem} to CHECKS"
-    CHECKS[path.stem](result.metrics)
+    CHECKS[path.stem](result.metrics, result.output_dir)
     assert list(result.output_dir.glob("*.png")), "a notebook saves its plots beside metrics.json"

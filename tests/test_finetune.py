@@ -1,0 +1,63 @@
+"""Fine-tuning recipes: backbone from an encoder checkpoint, methods, memory, one short run."""
+import pytest
+import torch
+
+from vidlab.models import create_model
+from vidlab.train import finetune
+from vidlab.train.memory import training_memory
+from vidlab.train.ssl import save_encoder
+from vidlab.train.supervised import load_clip_data
+
+GEOMETRY = dict(img_size=32, num_frames=4, patch_size=8, tubelet_size=2)
+KW = dict(embed_dim=32, depth=2, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    torch.manual_seed(0)
+    enc = create_model("vit_mini", num_classes=0, **GEOMETRY, **KW)
+    path = tmp_path_factory.mktemp("enc") / "enc.pt"
+    save_encoder(path, enc, {"model": "vit_mini", "model_kwargs": KW, "stride": 2})
+    return path, enc
+
+
+def test_backbone_pretrained_vs_scratch(encoder):
+    path, enc = encoder
+    pre = finetune.build_backbone(path, 12)
+    scratch = finetune.build_backbone(path, 12, pretrained=False)
+    assert torch.equal(pre.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
+    assert not torch.equal(scratch.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
+    assert pre.head.out_features == 12 and finetune.encoder_config(path)["stride"] == 2
+
+
+def test_methods_train_the_intended_parts(encoder):
+    path, _ = encoder
+    s = finetune.FINETUNE_PRESETS["smoke"]
+    counts = {}
+    for name, apply in finetune.methods(s).items():
+        model, summary = apply(finetune.build_backbone(path, 12))
+        counts[name] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert summary["trainable"] == counts[name]
+    assert counts["linear_probe"] < counts["bitfit"] < counts["full"]
+    assert counts["linear_probe"] < counts["lora"] < counts["full"]
+    assert counts["linear_probe"] < counts["adapters"] < counts["full"]
+
+
+def test_memory_shrinks_when_frozen(encoder):
+    path, _ = encoder
+    x = torch.randn(2, 3, 4, 32, 32)
+    full = training_memory(finetune.build_backbone(path, 12), x)
+    probe_model, _ = finetune.methods(finetune.FINETUNE_PRESETS["smoke"])["linear_probe"](finetune.build_backbone(path, 12))
+    probe = training_memory(probe_model, x)
+    assert probe["gradients"] < full["gradients"] and probe["activations"] < full["activations"]
+    assert full["total"] == pytest.approx(sum(v for k, v in full.items() if k != "total"))
+
+
+def test_short_run_and_budget(encoder, smoke_data):
+    path, _ = encoder
+    data = load_clip_data(smoke_data, num_frames=4, stride=2, size=32, workers=1, progress=False)
+    few = data.with_train_budget(1, seed=0)
+    assert sorted(few.train.labels) == list(range(data.num_classes))
+    res = finetune.run_method("bitfit", path, few, finetune.FINETUNE_PRESETS["smoke"], progress=False)
+    assert 0 <= res["test_top1"] <= 1 and len(res["history"]) == 1
+    assert res["test"]["confusion_matrix"].sum() == len(data.test)

@@ -1,0 +1,182 @@
+"""Fine-tuning recipes for notebook 03: full fine-tuning, a linear probe, partial fine-tuning,
+BitFit, LoRA and adapters on the same backbone, each with one call.
+
+The backbone is the self-supervised encoder of notebook 02 (a :class:`~vidlab.models.VideoViT`
+saved with :func:`vidlab.train.ssl.save_encoder`), or the same architecture from random
+initialisation ("scratch"), so every comparison changes exactly one thing.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from vidlab.train import peft
+from vidlab.train.engine import TrainConfig
+from vidlab.train.memory import training_memory
+from vidlab.train.supervised import ClipData, train_and_test
+from vidlab.utils import load_checkpoint
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """03_finetuning."""
+
+    epochs: int = 12  # full fine-tuning (early stopping may end it sooner)
+    peft_epochs: int = 8  # linear probe, partial, BitFit, LoRA, adapters
+    lr: float = 1e-3  # full fine-tuning and scratch
+    peft_lr: float = 3e-3  # the few trainable parameters of PEFT tolerate a larger step
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    batch_size: int = 32
+    patience: int = 4  # early stopping on validation top-1
+    lora_rank: int = 8
+    adapter_bottleneck: int = 32
+    freeze_blocks: int = 2  # partial fine-tuning: freeze the patch embedding and this many blocks
+    label_budgets: tuple[int, ...] = (5, 20)  # labelled videos per class; "all" is added
+    budget_epochs: int = 10
+    test_views: int = 3
+    decode_workers: int = 2
+
+
+FINETUNE_PRESETS = {
+    "smoke": FinetuneSettings(epochs=2, peft_epochs=1, batch_size=8, patience=2, label_budgets=(1,), budget_epochs=1, warmup_epochs=0.5),
+    # sized for about 6 minutes on 2 CPU cores (23 epoch-equivalents of 1,200 clips)
+    "cpu": FinetuneSettings(epochs=6, peft_epochs=3, patience=3, label_budgets=(5,), budget_epochs=10),
+    "gpu": FinetuneSettings(epochs=30, peft_epochs=20, batch_size=64, label_budgets=(5, 20, 50), budget_epochs=20, test_views=5, decode_workers=8),
+}
+
+
+def encoder_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The saved config of an encoder checkpoint (model name and clip geometry)."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
+        raise ValueError(f"{path} is not an encoder checkpoint written by vidlab.train.ssl.save_encoder")
+    return ckpt["config"]
+
+
+def build_backbone(encoder_path: str | os.PathLike, num_classes: int, *, pretrained: bool = True) -> nn.Module:
+    """The encoder's architecture with a fresh ``num_classes`` head: its pretrained weights
+    (``pretrained=True``) or a random initialisation of the very same model (scratch)."""
+    from vidlab.models import create_model
+    from vidlab.train.ssl import _MODEL_KWARGS, load_encoder
+
+    if pretrained:
+        return load_encoder(encoder_path, num_classes)
+    cfg = encoder_config(encoder_path)
+    kwargs = {k: cfg[k] for k in _MODEL_KWARGS if k in cfg}
+    kwargs.update(cfg.get("model_kwargs", {}))
+    return create_model(cfg["model"], num_classes=num_classes, **kwargs)
+
+
+def _full(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    trainable, total = peft.trainable_parameters(model)
+    return model, {"method": "full", "trainable": trainable, "total": total}
+
+
+def methods(settings: FinetuneSettings) -> dict[str, Callable[[nn.Module], tuple[nn.Module, dict[str, Any]]]]:
+    """Name -> a function that turns a pretrained model into that fine-tuning method."""
+    return {
+        "full": _full,
+        "linear_probe": peft.apply_linear_probe,
+        "partial": lambda m: peft.apply_partial_finetune(m, freeze_stages=settings.freeze_blocks),
+        "bitfit": peft.apply_bitfit,
+        "lora": lambda m: peft.apply_lora(m, rank=settings.lora_rank, alpha=2 * settings.lora_rank),
+        "adapters": lambda m: peft.apply_adapters(m, bottleneck=settings.adapter_bottleneck),
+    }
+
+
+def train_config(settings: FinetuneSettings, *, peft_method: bool, seed: int, epochs: int | None = None) -> TrainConfig:
+    """The one recipe every run shares (AdamW, warmup + cosine, label smoothing, clipping, early stopping)."""
+    return TrainConfig(
+        epochs=epochs or (settings.peft_epochs if peft_method else settings.epochs),
+        lr=settings.peft_lr if peft_method else settings.lr,
+        weight_decay=settings.weight_decay,
+        warmup_epochs=settings.warmup_epochs,
+        label_smoothing=settings.label_smoothing,
+        clip_grad_norm=1.0,
+        early_stopping_patience=settings.patience,
+        seed=seed,
+    )
+
+
+def run_method(
+    method: str,
+    encoder_path: str | os.PathLike,
+    data: ClipData,
+    settings: FinetuneSettings,
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    pretrained: bool = True,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune with one method; returns ``train_and_test``'s dict plus ``method``,
+    ``memory`` (training-step memory parts in MiB, see :mod:`vidlab.train.memory`) and ``model``."""
+    torch.manual_seed(seed)
+    model = build_backbone(encoder_path, data.num_classes, pretrained=pretrained)
+    model, summary = methods(settings)[method](model)
+    model.to(device)
+    probe = data.train[0]["video"].unsqueeze(0).expand(settings.batch_size, -1, -1, -1, -1).contiguous().to(device)
+    memory = training_memory(model, probe)
+    cfg = train_config(settings, peft_method=method != "full", seed=seed, epochs=epochs)
+    result = train_and_test(model, data, cfg, device=device, batch_size=settings.batch_size, progress=progress)
+    result.update(method=method, memory=memory, model=model, summary=summary)
+    return result
+
+
+def compare_methods(
+    encoder_path: str | os.PathLike,
+    data: ClipData,
+    settings: FinetuneSettings,
+    *,
+    names: tuple[str, ...] = ("full", "linear_probe", "partial", "bitfit", "lora", "adapters"),
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    done: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per method: trainable / total parameters, training memory (MiB), seconds, test top-1.
+    ``done`` supplies runs already made (e.g. the full fine-tune) instead of repeating them."""
+    rows = []
+    for name in names:
+        res = (done or {}).get(name) or run_method(name, encoder_path, data, settings, device=device, seed=seed, progress=progress)
+        rows.append({
+            "method": name,
+            "trainable_params": res["trainable_params"],
+            "trainable_%": 100 * res["trainable_params"] / res["total_params"],
+            "memory_mib": res["memory"]["total"],
+            "train_seconds": res["train_seconds"],
+            "epochs": len(res["history"]),
+            "test_top1": res["test_top1"],
+        })
+    return rows
+
+
+def label_efficiency(
+    encoder_path: str | os.PathLike,
+    data: ClipData,
+    settings: FinetuneSettings,
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Full fine-tuning from the pretrained encoder and from scratch at each label budget
+    (videos per class), same recipe; one row per (budget, init)."""
+    rows = []
+    for budget in settings.label_budgets:
+        subset = data.with_train_budget(budget, seed=seed)
+        for pretrained in (True, False):
+            t0 = time.perf_counter()
+            res = run_method("full", encoder_path, subset, settings, device=device, seed=seed, pretrained=pretrained,
+                             epochs=settings.budget_epochs, progress=progress)
+            rows.append({"labels_per_class": budget, "init": "pretrained" if pretrained else "scratch",
+                         "test_top1": res["test_top1"], "seconds": time.perf_counter() - t0})
+    return rows
