@@ -47,10 +47,22 @@ def _check_03(m: dict, out) -> None:
     assert {r["init"] for r in m["label_efficiency"]} == {"pretrained", "scratch"}
 
 
+def _check_04(m: dict, out) -> None:
+    for key in ("tsn_top1", "tsm_top1", "inflated_top1", "transfer_top1", "scratch_b_top1", "a_on_b_top1",
+                "tsn_direction_pair_acc", "tsm_direction_pair_acc", "inflated_direction_pair_acc"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["tsm_shift_matches_library"] is True
+    assert m["inflation_still_video_max_diff"] < 1e-4
+    assert len(m["label_budget_curve"]) == 2  # A-trained then fine-tuned on B, and B alone
+    for name in ("image_to_video_accuracy", "direction_pair_confusions", "label_budget_curve", "domains_a_and_b"):
+        assert (out / f"{name}.png").exists(), name
+
+
 CHECKS = {
     "01_data_preparation": _check_01,
     "02_self_supervised_pretraining": _check_02,
     "03_finetuning": _check_03,
+    "04_transfer_learning": _check_04,
 }
 
 

@@ -1,0 +1,416 @@
+"""Transfer learning for video (notebook 04): image -> video, and domain A -> domain B.
+
+Image -> video. A 2D image backbone (a timm ResNet) becomes a video model three ways
+(:mod:`vidlab.models.lifted`): TSN (per-frame features averaged over time, blind to frame
+order), TSM (the same network with a zero-cost temporal shift in every residual block) and
+I3D (every 2D kernel inflated to 3D). The helpers here move one trained 2D backbone between
+them (:func:`image_model_of`, :func:`save_image_model`, :func:`still_video_gap`) and measure
+what order-blindness costs (:func:`pair_accuracy`, :func:`order_sensitivity`).
+
+Domain shift. :func:`train_with_budget` fine-tunes (or trains from scratch) on ``k`` labelled
+videos per class for a fixed number of optimizer steps and tests; :func:`label_budget_curve`
+runs it over several budgets for an A-pretrained model against a randomly initialised one.
+
+Layouts: clips ``(C, T, H, W)``, batches ``(B, C, T, H, W)``, test batches ``(B, V, C, T, H, W)``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from vidlab.data.cache import CachedClipDataset, cached_loader
+from vidlab.train.engine import TrainConfig, evaluate, fit
+from vidlab.data.transforms import train_transform
+from vidlab.train.supervised import ClipData, load_clip_data
+from vidlab.utils import atomic_torch_save
+
+__all__ = [
+    "TransferSettings",
+    "DOMAIN_SPLITS",
+    "load_domain",
+    "TRANSFER_PRESETS",
+    "DIRECTION_PAIRS",
+    "pair_confusion",
+    "pair_accuracy",
+    "image_backbone",
+    "image_model_of",
+    "save_image_model",
+    "still_video_gap",
+    "order_sensitivity",
+    "repeat_to",
+    "train_with_budget",
+    "label_budget_curve",
+    "plot_pair_confusions",
+    "plot_label_budget",
+]
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """04_transfer_learning settings (one per preset)."""
+
+    backbone: str = "test_resnet"  # timm 2D ResNet used as the image model
+    small_input_stem: bool = False  # drop the stem max-pool (CIFAR-style) to keep more pixels of tiny frames
+    num_frames: int = 8  # frames per clip
+    stride: int = 4  # native frames between sampled frames (8 x 4 spans a 32-frame video)
+    clip_size: int = 32  # crop size fed to the models
+    crop_scale_min: float = 0.8  # random resized crop keeps at least this fraction of the area
+    batch_size: int = 16
+    test_views: int = 2  # clips per test video (video-level accuracy averages them)
+    lr: float = 3e-3  # AdamW peak learning rate (warmup + cosine)
+    tsn_epochs: int = 2  # TSN from random init: this trains the "image model"
+    tsm_epochs: int = 7  # TSM initialised from the image model
+    i3d_epochs: int = 8  # I3D inflated from the image model
+    shift_budgets: tuple[int, ...] = (2, 5, 20)  # labelled domain-B videos per class
+    shift_steps: int = 50  # optimizer steps per domain-B run (same for every budget and method)
+    shift_lr: float = 1e-3  # fine-tuning learning rate on domain B (scratch uses ``lr``)
+    decode_workers: int = 2  # processes decoding the videos into memory
+
+
+TRANSFER_PRESETS: dict[str, TransferSettings] = {
+    "smoke": TransferSettings(stride=2, batch_size=12, test_views=1, tsn_epochs=1, tsm_epochs=1, i3d_epochs=1,
+                              shift_budgets=(1, 2), shift_steps=2, decode_workers=1),
+    "cpu": TransferSettings(),
+    "gpu": TransferSettings(backbone="resnet18", num_frames=16, stride=2, clip_size=112, crop_scale_min=0.5,
+                            batch_size=32, test_views=3,
+                            lr=1e-3, tsn_epochs=12, tsm_epochs=10, i3d_epochs=10, shift_budgets=(2, 5, 10, 25, 50),
+                            shift_steps=300, shift_lr=5e-4, decode_workers=8),
+}
+
+# Class pairs that differ only in the direction of time: the bag of frames of one class has the
+# same distribution as that of the other (the synthetic world wraps around, starts are uniform).
+DIRECTION_PAIRS: tuple[tuple[str, str], ...] = (
+    ("move_left", "move_right"),
+    ("move_up", "move_down"),
+    ("rotate_clockwise", "rotate_counterclockwise"),
+)
+
+
+# The (train, val, test) splits of each domain of the synthetic dataset.
+DOMAIN_SPLITS: dict[str, tuple[str, str, str]] = {
+    "A": ("train", "val", "test"),
+    "B": ("shift_train", "shift_val", "shift_test"),
+}
+
+
+def load_domain(
+    data_dir: str | os.PathLike,
+    domain: str,
+    settings: TransferSettings,
+    *,
+    color_jitter: float = 0.0,
+    progress: bool = True,
+) -> ClipData:
+    """Decode one domain's train/val/test splits into memory (:func:`~vidlab.train.supervised.load_clip_data`).
+
+    Training clips get a random resized crop (no flip: the labels are directions) and, unlike
+    the default preset, no colour jitter unless ``color_jitter > 0``: on a 2-core CPU the jitter
+    costs twice the rest of the pipeline, and leaving colours alone also keeps the domain gap
+    honest (augmentation would hide part of it).
+    """
+    if domain not in DOMAIN_SPLITS:
+        raise ValueError(f"load_domain: domain must be one of {', '.join(DOMAIN_SPLITS)}, got {domain!r}")
+    data = load_clip_data(data_dir, splits=DOMAIN_SPLITS[domain], num_frames=settings.num_frames,
+                          stride=settings.stride, size=settings.clip_size, test_views=settings.test_views,
+                          workers=settings.decode_workers, progress=progress)
+    data.train.transform = train_transform(size=settings.clip_size, scale=(settings.crop_scale_min, 1.0), hflip=False,
+                                           color_jitter=color_jitter)
+    return data
+
+
+# ----------------------------------------------------------------------------- what TSN cannot see
+
+def _class_index(classes: Sequence[str], name: str) -> int:
+    try:
+        return list(classes).index(name)
+    except ValueError:
+        raise KeyError(f"class {name!r} is not one of the dataset's classes: {', '.join(classes)}") from None
+
+
+def pair_confusion(prob: torch.Tensor, label: torch.Tensor, classes: Sequence[str],
+                   pair: tuple[str, str]) -> torch.Tensor:
+    """``(2, 2)`` counts for the two classes of ``pair`` when the model must choose between them.
+
+    ``prob``: ``(N, K)`` class scores (e.g. ``evaluate(...)["predictions"]["prob"]``), ``label``:
+    ``(N,)``. Only videos of the two classes count; each is assigned to whichever of the two
+    classes scores higher (other classes are ignored). Rows: true class, columns: chosen class.
+    """
+    prob, label = torch.as_tensor(prob), torch.as_tensor(label)
+    if prob.ndim != 2 or prob.shape[1] != len(classes) or label.shape != prob.shape[:1]:
+        raise ValueError(f"pair_confusion: expected prob (N, {len(classes)}) and label (N,), got "
+                         f"{tuple(prob.shape)} and {tuple(label.shape)}")
+    a, b = _class_index(classes, pair[0]), _class_index(classes, pair[1])
+    out = torch.zeros(2, 2, dtype=torch.long)
+    for row, k in enumerate((a, b)):
+        mine = label == k
+        chose_b = (prob[mine, b] > prob[mine, a]).long()
+        out[row, 1] = chose_b.sum()
+        out[row, 0] = mine.sum() - chose_b.sum()
+    return out
+
+
+def pair_accuracy(prob: torch.Tensor, label: torch.Tensor, classes: Sequence[str],
+                  pairs: Sequence[tuple[str, str]] = DIRECTION_PAIRS) -> dict[str, float]:
+    """Two-way accuracy within each pair (see :func:`pair_confusion`): chance is 0.5.
+
+    Returns ``{"a/b": accuracy, ..., "mean": mean over pairs}`` (``nan`` for a pair with no videos).
+    """
+    out: dict[str, float] = {}
+    for a, b in pairs:
+        block = pair_confusion(prob, label, classes, (a, b))
+        total = int(block.sum())
+        out[f"{a}/{b}"] = float(block.trace()) / total if total else float("nan")
+    finite = [v for v in out.values() if not math.isnan(v)]
+    out["mean"] = sum(finite) / len(finite) if finite else float("nan")
+    return out
+
+
+@torch.no_grad()
+def order_sensitivity(model: nn.Module, clips: torch.Tensor) -> float:
+    """Largest change in the logits when the clips are played backwards. ``clips``: ``(B, C, T, H, W)``.
+
+    0 (up to rounding) for an order-blind model such as TSN: it gives a video and its reverse
+    (``move_left`` played backwards is a ``move_right``) the same scores.
+    """
+    if clips.ndim != 5:
+        raise ValueError(f"order_sensitivity: expected clips (B, C, T, H, W), got {tuple(clips.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        forward = model(clips)
+        backward = model(clips.flip(2))
+    finally:
+        model.train(was_training)
+    return float((forward - backward).abs().max())
+
+
+# ----------------------------------------------------------------------------- the image model
+
+def image_backbone(name: str = "test_resnet", *, small_input_stem: bool = False) -> nn.Module:
+    """A randomly initialised timm 2D ResNet without classifier.
+
+    ``forward_features``: ``(B, 3, H, W)`` -> ``(B, F, h, w)``.
+
+    ``small_input_stem`` replaces the stem max-pool by an identity, as ResNets for 32-px images
+    (CIFAR) do: feature maps keep twice the resolution (four times the compute after the stem).
+    """
+    import timm
+
+    model = timm.create_model(name, pretrained=False, num_classes=0)
+    if small_input_stem:
+        if not isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
+            raise ValueError(f"image_backbone: small_input_stem needs a timm ResNet with a stem max-pool; "
+                             f"{name!r} has none")
+        model.maxpool = nn.Identity()
+    return model
+
+
+def image_model_of(video_model: nn.Module) -> nn.Module:
+    """A standalone copy of the 2D backbone inside a TSN (the "image model": frames in, features out).
+
+    ``video_model.backbone`` must be a 2D network (TSN, not TSM or I3D, whose backbones were changed).
+    """
+    backbone = getattr(video_model, "backbone", None)
+    if backbone is None:
+        raise ValueError(f"image_model_of: {type(video_model).__name__} has no .backbone")
+    if any(isinstance(m, nn.Conv3d) for m in backbone.modules()):
+        raise ValueError("image_model_of: the backbone has 3D convolutions; pass the TSN model, not an I3D")
+    from vidlab.models.lifted import TemporalShift
+
+    if any(isinstance(m, TemporalShift) for m in backbone.modules()):
+        raise ValueError("image_model_of: the backbone holds temporal shifts; pass the TSN model, not a TSM")
+    return copy.deepcopy(backbone).eval()
+
+
+def save_image_model(image_model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the 2D backbone's ``state_dict`` (tensors only, atomically) where ``backbone_checkpoint=`` can read it."""
+    path = Path(path)
+    state = {k: v.detach().cpu().clone() for k, v in image_model.state_dict().items()}
+    atomic_torch_save(state, path)
+    return path
+
+
+@torch.no_grad()
+def still_video_gap(image_model: nn.Module, inflated: nn.Module, images: torch.Tensor, num_frames: int = 8) -> float:
+    """Largest difference between the 2D model's feature map of an image and the inflated model's
+    feature map, at every time step, of a still video made of that image repeated ``num_frames`` times.
+
+    ``images``: ``(B, C, H, W)``; ``image_model.forward_features`` maps it to ``(B, F, h, w)``,
+    ``inflated.forward_features`` maps ``(B, C, T, H, W)`` to ``(B, F, T, h, w)``. Both are put
+    in eval mode (BatchNorm uses its running statistics). I3D inflation makes this ~0.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"still_video_gap: expected images (B, C, H, W), got {tuple(images.shape)}")
+    modes = (image_model.training, inflated.training)
+    image_model.eval()
+    inflated.eval()
+    try:
+        flat = image_model.forward_features(images)
+        still = images.unsqueeze(2).expand(-1, -1, num_frames, -1, -1).contiguous()
+        video = inflated.forward_features(still)
+    finally:
+        image_model.train(modes[0])
+        inflated.train(modes[1])
+    if video.shape[2] != num_frames or video.shape[:2] != flat.shape[:2] or video.shape[3:] != flat.shape[2:]:
+        raise ValueError(f"still_video_gap: shapes do not line up: 2D {tuple(flat.shape)}, 3D {tuple(video.shape)}")
+    return float((video - flat.unsqueeze(2)).abs().max())
+
+
+# ----------------------------------------------------------------------------- few labels, fixed steps
+
+def repeat_to(dataset: CachedClipDataset, num_clips: int, *, seed: int = 0) -> CachedClipDataset:
+    """The same videos listed over and over (shuffled each round) until ``num_clips`` items.
+
+    Every video appears ``num_clips // len(dataset)`` or one more times, so a tiny labelled set
+    gives a loader of a chosen length (a fixed number of optimizer steps per run).
+    """
+    if len(dataset) == 0:
+        raise ValueError("repeat_to: the dataset is empty")
+    if num_clips < 1:
+        raise ValueError(f"repeat_to: num_clips must be >= 1, got {num_clips}")
+    g = torch.Generator().manual_seed(seed)
+    rounds = math.ceil(num_clips / len(dataset))
+    order = torch.cat([torch.randperm(len(dataset), generator=g) for _ in range(rounds)])[:num_clips]
+    indices = [dataset.indices[int(i)] for i in order]
+    return CachedClipDataset(dataset.videos, sampler=dataset.sampler, transform=dataset.transform, indices=indices)
+
+
+def train_with_budget(
+    model: nn.Module,
+    data: ClipData,
+    per_class: int,
+    *,
+    steps: int,
+    cfg: TrainConfig,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` on ``per_class`` videos per class of ``data.train`` for ``steps`` optimizer steps, then test.
+
+    The schedule (warmup + cosine from ``cfg``) spans exactly ``steps`` steps of ``batch_size``
+    clips whatever the budget, so budgets and methods get the same compute; no validation is
+    used (there are too few labels to spare). Returns ``test_top1`` (video level), ``test``
+    (the :func:`~vidlab.train.evaluate` dict), ``train_videos``, ``steps``, ``train_seconds``.
+    """
+    if steps < 1:
+        raise ValueError(f"train_with_budget: steps must be >= 1, got {steps}")
+    subset = data.with_train_budget(per_class, seed=seed)
+    train = repeat_to(subset.train, steps * batch_size, seed=seed)
+    loader = cached_loader(train, batch_size=batch_size, shuffle=False, seed=seed, drop_last=True)
+    run_cfg = dataclasses.replace(cfg, epochs=1, seed=seed, early_stopping_patience=None)
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    fit(model, loader, None, run_cfg, device=device, progress=progress, num_classes=data.num_classes)
+    seconds = time.perf_counter() - t0
+    test = evaluate(model, cached_loader(data.test, batch_size=batch_size), device=device,
+                    num_classes=data.num_classes, amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=False)
+    return {"test_top1": float(test["top1"]), "test": test, "train_videos": len(subset.train),
+            "steps": len(loader), "train_seconds": seconds}
+
+
+def label_budget_curve(
+    methods: dict[str, tuple[Callable[[], nn.Module], TrainConfig]],
+    data: ClipData,
+    budgets: Sequence[int],
+    *,
+    steps: int,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Accuracy vs labelled videos per class for several ways to start.
+
+    ``methods`` maps a name to ``(make_model, cfg)``: ``make_model()`` returns a fresh model
+    (e.g. a copy of the domain-A model, or a random init). Every (method, budget) pair trains
+    with :func:`train_with_budget` on the same videos (same ``seed``). Returns one row per run:
+    ``{"method", "labels_per_class", "train_videos", "test_top1", "train_seconds"}``.
+    """
+    from tqdm.auto import tqdm
+
+    rows = []
+    runs = [(name, k) for k in budgets for name in methods]
+    for name, k in tqdm(runs, desc="label budgets", disable=not progress):
+        make_model, cfg = methods[name]
+        result = train_with_budget(make_model(), data, k, steps=steps, cfg=cfg, batch_size=batch_size,
+                                   device=device, seed=seed, progress=False)
+        rows.append({"method": name, "labels_per_class": int(k), "train_videos": result["train_videos"],
+                     "test_top1": result["test_top1"], "train_seconds": result["train_seconds"]})
+    return rows
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_pair_confusions(results: dict[str, dict[str, Any]], classes: Sequence[str],
+                         pairs: Sequence[tuple[str, str]] = DIRECTION_PAIRS) -> Any:
+    """One row per model, one ``2 x 2`` panel per class pair (:func:`pair_confusion`, rows normalised).
+
+    ``results`` maps a model name to its :func:`~vidlab.train.evaluate` dict (``predictions``
+    with ``prob`` and ``label``). A model that cannot tell the two apart shows ~0.5 everywhere.
+    """
+    from matplotlib.figure import Figure
+
+    short = {n: n.replace("rotate_", "").replace("counterclockwise", "ccw").replace("clockwise", "cw")
+             .replace("move_", "") for n in classes}
+    fig = Figure(figsize=(2.6 * len(pairs), 2.4 * len(results)), layout="constrained")
+    axes = fig.subplots(len(results), len(pairs), squeeze=False)
+    for r, (model_name, result) in enumerate(results.items()):
+        prob, label = result["predictions"]["prob"], result["predictions"]["label"]
+        for c, pair in enumerate(pairs):
+            block = pair_confusion(prob, label, classes, pair).double()
+            norm = block / block.sum(dim=1, keepdim=True).clamp_min(1)
+            ax = axes[r, c]
+            ax.imshow(norm.numpy(), vmin=0, vmax=1, cmap="Blues")
+            for i in range(2):
+                for j in range(2):
+                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center",
+                            color="white" if norm[i, j] > 0.6 else "black")
+            ax.set_xticks([0, 1], [short[p] for p in pair], fontsize=8)
+            ax.set_yticks([0, 1], [short[p] for p in pair], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{model_name}\ntrue", fontsize=9)
+            if r == len(results) - 1:
+                ax.set_xlabel("chosen", fontsize=9)
+            total = float(block.sum())
+            ax.set_title(f"pair accuracy {float(block.trace()) / total:.2f}" if total else "no videos", fontsize=9)
+    return fig
+
+
+def plot_label_budget(rows: Sequence[dict[str, Any]], *, chance: float | None = None,
+                      title: str = "domain B test accuracy vs labels") -> Any:
+    """Accuracy vs labelled videos per class (log x axis), one line per method.
+
+    ``rows``: as returned by :func:`label_budget_curve`.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    fig = Figure(figsize=(6, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["labels_per_class"], r["test_top1"]) for r in rows if r["method"] == method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls=":", label="chance")
+    ax.set_xscale("log")
+    budgets = sorted({r["labels_per_class"] for r in rows})
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("labelled domain-B videos per class")
+    ax.set_ylabel("test top-1 (video level)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
