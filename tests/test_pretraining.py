@@ -36,6 +36,17 @@ def test_gpu_preset_is_16x224_vit_small():
     assert (s.num_frames, s.img_size, s.model) == (16, 224, "vit_small")
 
 
+def test_build_mae_passes_the_preset_mask_and_motion_weight():
+    cpu = pt.PRETRAIN_PRESETS["cpu"]
+    assert (cpu.mask_type, cpu.mask_ratio, cpu.motion_weight) == ("frame", 0.5, 16.0)  # the measured recipe
+    assert (pt.PretrainSettings.mask_type, pt.PretrainSettings.mask_ratio) == ("tube", 0.9)  # library default
+    mae = pt.build_mae(pt.build_encoder(TINY), dataclasses.replace(TINY, motion_weight=3.0))
+    assert (mae.motion_weight, mae.mask_type, mae.mask_ratio) == (3.0, TINY.mask_type, TINY.mask_ratio)
+    assert pt.build_mae(pt.build_encoder(TINY), dataclasses.replace(TINY, motion_weight=0.0)).motion_weight == 0.0
+    with pytest.raises(ValueError, match="motion_weight"):
+        pt.build_mae(pt.build_encoder(TINY), dataclasses.replace(TINY, motion_weight=-1.0))
+
+
 def test_resolve_overrides_and_rejects_unknown_names():
     s = vl.presets.resolve("02_self_supervised_pretraining", "cpu", MAE_STEPS=7, MASK_RATIO=None)
     assert s.mae_steps == 7 and s.mask_ratio == pt.PRETRAIN_PRESETS["cpu"].mask_ratio
