@@ -95,7 +95,7 @@ PRETRAIN_PRESETS: dict[str, PretrainSettings] = {
     # measured offline (10 labels/class, 3 seeds): tube-0.9 plain MAE fine-tuned ~11 points below
     # scratch; frame masks at 50% with a motion-weighted loss, 600 steps, no scale jitter: +13.9 points
     "cpu": PretrainSettings(mask_type="frame", mask_ratio=0.5, motion_weight=16.0, mae_steps=600,
-                            crop_scale_min=1.0, contrastive_steps=40),
+                            crop_scale_min=1.0, contrastive_steps=40, fewshot_budgets=(5, 10)),
     "gpu": PretrainSettings(
         num_frames=16, stride=2, img_size=224, cache_size=256, patch_size=16, tubelet_size=2,
         model="vit_small", embed_dim=384, depth=12, num_heads=6, unlabeled_videos=None, crop_scale_min=0.5,
