@@ -58,6 +58,8 @@ def test_short_run_and_budget(encoder, smoke_data):
     data = load_clip_data(smoke_data, num_frames=4, stride=2, size=32, workers=1, progress=False)
     few = data.with_train_budget(1, seed=0)
     assert sorted(few.train.labels) == list(range(data.num_classes))
+    repeated = data.with_train_budget(1, seed=0, repeat_to=30)
+    assert len(repeated.train) >= 30 and set(repeated.train.indices) == set(few.train.indices)
     res = finetune.run_method("bitfit", path, few, finetune.FINETUNE_PRESETS["smoke"], progress=False)
     assert 0 <= res["test_top1"] <= 1 and len(res["history"]) == 1
     assert res["test"]["confusion_matrix"].sum() == len(data.test)

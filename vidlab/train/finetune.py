@@ -39,16 +39,18 @@ class FinetuneSettings:
     adapter_bottleneck: int = 32
     freeze_blocks: int = 2  # partial fine-tuning: freeze the patch embedding and this many blocks
     label_budgets: tuple[int, ...] = (5, 20)  # labelled videos per class; "all" is added
-    budget_epochs: int = 10
+    budget_epochs: int = 4
+    budget_steps: int = 100  # optimizer steps of each label-budget run, whatever the budget
     test_views: int = 3
     decode_workers: int = 2
 
 
 FINETUNE_PRESETS = {
-    "smoke": FinetuneSettings(epochs=2, peft_epochs=1, batch_size=8, patience=2, label_budgets=(1,), budget_epochs=1, warmup_epochs=0.5),
+    "smoke": FinetuneSettings(epochs=2, peft_epochs=1, batch_size=8, patience=2, label_budgets=(1,), budget_epochs=1,
+                              budget_steps=2, warmup_epochs=0.5),
     # sized for about 6 minutes on 2 CPU cores (23 epoch-equivalents of 1,200 clips)
-    "cpu": FinetuneSettings(epochs=6, peft_epochs=3, patience=3, label_budgets=(5,), budget_epochs=10),
-    "gpu": FinetuneSettings(epochs=30, peft_epochs=20, batch_size=64, label_budgets=(5, 20, 50), budget_epochs=20, test_views=5, decode_workers=8),
+    "cpu": FinetuneSettings(epochs=6, peft_epochs=3, patience=3, label_budgets=(5,)),
+    "gpu": FinetuneSettings(epochs=30, peft_epochs=20, batch_size=64, label_budgets=(5, 20, 50), budget_epochs=20, budget_steps=600, test_views=5, decode_workers=8),
 }
 
 
@@ -169,10 +171,12 @@ def label_efficiency(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Full fine-tuning from the pretrained encoder and from scratch at each label budget
-    (videos per class), same recipe; one row per (budget, init)."""
+    (videos per class), same recipe and the same number of optimizer steps
+    (``settings.budget_steps``, the small subsets are repeated); one row per (budget, init)."""
     rows = []
+    per_epoch = settings.budget_steps * settings.batch_size // settings.budget_epochs
     for budget in settings.label_budgets:
-        subset = data.with_train_budget(budget, seed=seed)
+        subset = data.with_train_budget(budget, seed=seed, repeat_to=per_epoch)
         for pretrained in (True, False):
             t0 = time.perf_counter()
             res = run_method("full", encoder_path, subset, settings, device=device, seed=seed, pretrained=pretrained,

@@ -37,12 +37,19 @@ class ClipData:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def with_train_budget(self, per_class: int, *, seed: int = 0) -> "ClipData":
-        """The same data with at most ``per_class`` training videos per class (val/test unchanged)."""
+    def with_train_budget(self, per_class: int, *, seed: int = 0, repeat_to: int | None = None) -> "ClipData":
+        """The same data with at most ``per_class`` training videos per class (val/test unchanged).
+
+        ``repeat_to`` repeats the chosen videos (each pass draws new random clips) until an
+        epoch holds at least that many items, so a tiny budget still gets enough optimizer
+        steps per epoch to be compared fairly with a large one.
+        """
         from vidlab.data.datasets import subsample_indices_per_class
 
         chosen = subsample_indices_per_class(self.train.labels, per_class, seed=seed)
         idx = [self.train.indices[j] for j in chosen]
+        if repeat_to and idx:
+            idx = idx * -(-repeat_to // len(idx))
         train = CachedClipDataset(self.train.videos, sampler=self.train.sampler, transform=self.train.transform, indices=idx)
         return ClipData(train, self.val, self.test, self.classes)
 
