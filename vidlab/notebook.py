@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vidlab.utils import atomic_path, get_device, project_root, set_seed
@@ -123,13 +124,12 @@ def current() -> NotebookContext:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        try:
-            value = value.item()
-        except (ValueError, AttributeError):
-            pass
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        value = value.tolist()  # a 0-d or 1-element tensor still becomes a plain number below
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (int, float)) and not isinstance(value[0], bool):
+            value = value[0]
+    elif isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
