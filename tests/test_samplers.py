@@ -19,13 +19,10 @@ def test_random_clip_inside_video_and_seeded():
 
 
 def test_times_sit_mid_frame():
+    """Timestamps fall in the middle of a frame interval, so rounding cannot pick a neighbour."""
     s = RandomClipSampler(num_frames=4, stride=1)
-    for seed in range(20):
-        times = s(2.0, 15, torch.Generator().manual_seed(seed))[0]
-        # a timestamp falls on a frame boundary only if start lands exactly there; the half-frame
-        # offset makes frame index = floor(t * fps) unambiguous for the aligned start
-        idx = np.floor(times * 15)
-        np.testing.assert_array_equal(np.diff(idx), 1)
+    np.testing.assert_allclose(s.clip_times(0.0, 15) * 15, np.arange(4) + 0.5)
+    np.testing.assert_allclose(RandomClipSampler(num_frames=3, stride=2).clip_times(1.0, 10) * 10, [10.5, 12.5, 14.5])
 
 
 def test_resampled_fps_sets_spacing():
@@ -42,7 +39,7 @@ def test_multi_clip_spreads_over_video():
     assert starts[0] < 0.2 and clips[-1][-1] > 3.7
     assert np.all(np.diff(starts) > 0)
     centre = MultiClipSampler(num_frames=4, stride=2, num_clips=1)(4.0, 10)[0]
-    assert abs((centre[0] + centre[-1]) / 2 - 2.0) < 1e-9
+    assert abs((centre[0] + centre[-1]) / 2 - 2.0) <= 0.1  # centred to within half a 0.2 s step
 
 
 def test_segments_cover_whole_video_one_per_segment():

@@ -48,9 +48,10 @@ class ClipSampler(ABC):
         return self.num_frames * self.step(native_fps)
 
     def clip_times(self, start: float, native_fps: float) -> np.ndarray:
-        """Timestamps of a clip starting at ``start`` (the middle of each frame interval)."""
+        """Timestamps of a clip starting at ``start``, each half a native frame past its step,
+        so a clip starting on a frame boundary asks for the middle of every frame it takes."""
         dt = self.step(native_fps)
-        return start + (np.arange(self.num_frames) + 0.5) * dt
+        return start + np.arange(self.num_frames) * dt + 0.5 / native_fps
 
     @abstractmethod
     def __call__(self, duration: float, native_fps: float, generator: torch.Generator | None = None) -> list[np.ndarray]:
