@@ -12,7 +12,7 @@ import torch
 import vidlab as vl
 from vidlab.data.cache import CachedClipDataset
 from vidlab.data.manifest import ManifestRow
-from vidlab.models.lifted import I3D, TSM, TSN
+from vidlab.models.lifted import I3D, TSM, TSN, TemporalShift
 from vidlab.train.engine import TrainConfig
 from vidlab.train.supervised import ClipData
 from vidlab.train.transfer import (
@@ -273,6 +273,17 @@ def test_image_backbone_small_input_stem_keeps_twice_the_resolution():
     assert plain.forward_features(images).shape[-1] * 2 == small.forward_features(images).shape[-1]
     with pytest.raises(ValueError, match="max-pool"):
         image_backbone("test_vit", small_input_stem=True)
+
+
+def test_image_weights_load_without_the_stem_max_pool():
+    # notebook 04 runs the image model's weights in a TSM without the max-pool (it has no weights)
+    plain = image_backbone("test_resnet")
+    small = image_backbone("test_resnet", small_input_stem=True)
+    small.load_state_dict(plain.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), small.state_dict().values()))
+    tsm = TSM(small, num_classes=3, num_frames=4, img_size=32, fold_div=4)
+    assert tsm(torch.randn(2, 3, 4, 32, 32)).shape == (2, 3)
+    assert all(m.fold_div == 4 for m in tsm.modules() if isinstance(m, TemporalShift))
 
 
 def test_load_domain_names_an_unknown_domain():
