@@ -29,8 +29,8 @@ from torch import nn
 
 from vidlab.data.cache import CachedClipDataset, cached_loader
 from vidlab.train.engine import TrainConfig, evaluate, fit
-from vidlab.data.transforms import train_transform
 from vidlab.train.supervised import ClipData, load_clip_data
+from vidlab.train.supervised import repeat_dataset as repeat_to
 from vidlab.utils import atomic_torch_save
 
 __all__ = [
@@ -126,12 +126,10 @@ def load_domain(
     """
     if domain not in DOMAIN_SPLITS:
         raise ValueError(f"load_domain: domain must be one of {', '.join(DOMAIN_SPLITS)}, got {domain!r}")
-    data = load_clip_data(data_dir, splits=DOMAIN_SPLITS[domain], num_frames=settings.num_frames,
+    return load_clip_data(data_dir, splits=DOMAIN_SPLITS[domain], num_frames=settings.num_frames,
                           stride=settings.stride, size=settings.clip_size, test_views=settings.test_views,
+                          crop_scale=(settings.crop_scale_min, 1.0), color_jitter=color_jitter,
                           workers=settings.decode_workers, progress=progress)
-    data.train.transform = train_transform(size=settings.clip_size, scale=(settings.crop_scale_min, 1.0), hflip=False,
-                                           color_jitter=color_jitter)
-    return data
 
 
 # ----------------------------------------------------------------------------- what TSN cannot see
@@ -273,23 +271,6 @@ def still_video_gap(image_model: nn.Module, inflated: nn.Module, images: torch.T
 
 
 # ----------------------------------------------------------------------------- few labels, fixed steps
-
-def repeat_to(dataset: CachedClipDataset, num_clips: int, *, seed: int = 0) -> CachedClipDataset:
-    """The same videos listed over and over (shuffled each round) until ``num_clips`` items.
-
-    Every video appears ``num_clips // len(dataset)`` or one more times, so a tiny labelled set
-    gives a loader of a chosen length (a fixed number of optimizer steps per run).
-    """
-    if len(dataset) == 0:
-        raise ValueError("repeat_to: the dataset is empty")
-    if num_clips < 1:
-        raise ValueError(f"repeat_to: num_clips must be >= 1, got {num_clips}")
-    g = torch.Generator().manual_seed(seed)
-    rounds = math.ceil(num_clips / len(dataset))
-    order = torch.cat([torch.randperm(len(dataset), generator=g) for _ in range(rounds)])[:num_clips]
-    indices = [dataset.indices[int(i)] for i in order]
-    return CachedClipDataset(dataset.videos, sampler=dataset.sampler, transform=dataset.transform, indices=indices)
-
 
 def train_with_budget(
     model: nn.Module,
