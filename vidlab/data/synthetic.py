@@ -264,6 +264,9 @@ DISTRACTOR_SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 # Actor size: radius (half extent) log-uniform in this range, as a fraction of the frame.
 _ACTOR_RADIUS = (0.1, 0.17)
 _GROW_FACTOR = (1.5, 1.8)
+_ROTATION_TURNS = (0.75, 1.25)  # full turns per clip
+_OSCILLATION_AMPLITUDE = (0.12, 0.2)  # fraction of the frame
+_ORBIT_RADIUS = (0.12, 0.2)  # fraction of the frame
 _DISTRACTOR_RADIUS = (0.03, 0.05)  # always smaller than the smallest actor (0.1 / 1.8)
 
 
@@ -388,14 +391,14 @@ def _actor_trajectory(label: int, rng: np.random.Generator, scene: _Scene, cfg: 
         x = x + dx * distance * u
         y = y + dy * distance * u
     elif name.startswith("rotate_"):
-        turns = rng.uniform(0.75, 1.25)
+        turns = rng.uniform(*_ROTATION_TURNS)
         sign = 1.0 if name == "rotate_clockwise" else -1.0  # y points down: +angle is clockwise on screen
         angle = angle + sign * 2 * np.pi * turns * u
     elif name in ("grow", "shrink"):
         factor = rng.uniform(*_GROW_FACTOR)
         radius = radius * factor ** (u if name == "grow" else -u)
     elif name.startswith("oscillate_"):
-        amplitude = rng.uniform(0.12, 0.2) * size
+        amplitude = rng.uniform(*_OSCILLATION_AMPLITUDE) * size
         cycles = rng.uniform(1.5, 2.5)
         phase = rng.uniform(0, 2 * np.pi)
         offset = amplitude * (np.sin(2 * np.pi * cycles * u + phase) - np.sin(phase))
@@ -413,7 +416,7 @@ def _actor_trajectory(label: int, rng: np.random.Generator, scene: _Scene, cfg: 
         dt = u - np.asarray(starts)[segment]
         y = np.asarray(heights)[segment] + np.asarray(velocities)[segment] * dt + 0.5 * gravity * dt**2
     elif name == "orbit":
-        orbit_radius = rng.uniform(0.12, 0.2) * size
+        orbit_radius = rng.uniform(*_ORBIT_RADIUS) * size
         turns = rng.uniform(0.8, 1.2) * (1 if rng.random() < 0.5 else -1)
         phase = rng.uniform(0, 2 * np.pi)
         x = x + orbit_radius * (np.cos(phase + 2 * np.pi * turns * u) - np.cos(phase))
