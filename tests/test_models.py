@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import vidlab.models as vm
-from vidlab.models.lifted import I3D, TSM, TemporalShift, temporal_shift
+from vidlab.models.lifted import I3D, TSM, TemporalShift, _frames_to_batch, temporal_shift
 from vidlab.models.weights import PretrainedWeightsError, PretrainedWeightsNotFoundError
 
 # Built on the meta device and run at their default clip size (a real CPU forward or even the
@@ -225,6 +225,24 @@ def test_temporal_shift_matches_hand_written_shift():
                 else:
                     expected[bi, ti, ci] = xv[bi, ti, ci]
     torch.testing.assert_close(ov, expected, rtol=0, atol=0)
+
+
+def test_lifted_models_run_channels_last_with_the_same_results():
+    """TSN / TSM feed their 2D backbone channels-last frames (faster); values must not change."""
+    x = torch.randn(2 * 4, 16, 3, 5)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(temporal_shift(cl, 4, 4), temporal_shift(x, 4, 4), rtol=0, atol=0)
+    tsn = vm.create_model("test_tsn").eval()
+    _randomise_batchnorm(tsn)
+    clip = torch.randn(2, 3, 4, 32, 32)
+    frames = clip.transpose(1, 2).reshape(8, 3, 32, 32).contiguous()
+    batched, t = _frames_to_batch(clip)
+    assert t == 4 and batched.is_contiguous(memory_format=torch.channels_last) and torch.equal(batched, frames)
+    with torch.no_grad():
+        per_frame = tsn.backbone.forward_features(frames)
+        feats = tsn.forward_features(clip)  # (B, F, T, h, w)
+    assert feats.shape[:3] == (2, per_frame.shape[1], 4)
+    torch.testing.assert_close(feats.transpose(1, 2).reshape(per_frame.shape), per_frame, rtol=1e-4, atol=1e-5)
 
 
 def test_tsm_shifts_residual_branch_only_and_uses_clip_length():
