@@ -332,7 +332,7 @@ class I3D(_LiftedBase):
         """``(B, 3, T, H, W)`` -> ``(B, F, T, h, w)`` (time is never strided).
 
         The clip is laid out channels-last (NDHWC) in memory, where oneDNN's 3D convolutions run
-        faster (1.15x training of ``test_resnet`` on 2 CPU cores).
+        faster (about 1.2x training of ``test_resnet`` on 2 CPU cores).
         """
         if x.ndim != 5:
             raise ValueError(f"expected a clip batch (B, C, T, H, W), got shape {tuple(x.shape)}")
