@@ -64,7 +64,7 @@ def _frames_to_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """``(B, C, T, H, W)`` -> ``(B*T, C, H, W)`` (frames of a clip adjacent), and ``T``.
 
     The frames are laid out channels-last (NHWC) in memory, the layout oneDNN and cuDNN run 2D
-    convolutions fastest in: TSN / TSM of ``test_resnet`` train 1.3-1.4x faster on 2 CPU cores.
+    convolutions fastest in: TSN / TSM of ``test_resnet`` train 1.1-1.4x faster on 2 CPU cores.
     """
     if x.ndim != 5:
         raise ValueError(f"expected a clip batch (B, C, T, H, W), got shape {tuple(x.shape)}")

@@ -90,11 +90,10 @@ def load_clip_data(
     """Decode ``splits`` (train, val, test names) once and wrap them as clip datasets.
 
     Training clips: a random clip, random resized crop to ``size`` keeping ``crop_scale`` of
-    the area (no flip by default: the
-    synthetic labels are directions), colour jitter of strength ``color_jitter`` (0: none; on
-    a 2-core CPU the jitter costs about as much as a small model's training step). Validation:
-    the centre clip. Test: ``test_views`` evenly spaced clips per video (video-level accuracy
-    averages them).
+    the area (no flip by default: the synthetic labels are directions), colour jitter of
+    strength ``color_jitter`` (0: none; on a 2-core CPU the jitter costs about as much as a
+    small model's training step). Validation: the centre clip. Test: ``test_views`` evenly
+    spaced clips per video (video-level accuracy averages them).
     Videos are cached with short side ``cache_size`` (default ``size * 5 // 4``).
     """
     cache_size = cache_size or size * 5 // 4

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from vidlab.data.cache import CachedClipDataset, cached_loader
+from vidlab.data.cache import cached_loader
 from vidlab.train.engine import TrainConfig, evaluate, fit
 from vidlab.train.supervised import ClipData, load_clip_data
 from vidlab.train.supervised import repeat_dataset as repeat_to
