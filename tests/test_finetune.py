@@ -1,4 +1,6 @@
 """Fine-tuning recipes: backbone from an encoder checkpoint, methods, memory, one short run."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -28,6 +30,20 @@ def test_backbone_pretrained_vs_scratch(encoder):
     assert torch.equal(pre.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
     assert not torch.equal(scratch.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
     assert pre.head.out_features == 12 and finetune.encoder_config(path)["stride"] == 2
+
+
+def test_backbone_pooling_is_chosen_by_the_recipe(encoder):
+    path, _ = encoder
+    x = torch.randn(2, 3, 4, 32, 32)
+    avg = finetune.build_backbone(path, 12).eval()
+    mx = finetune.build_backbone(path, 12, global_pool="max").eval()
+    scratch = finetune.build_backbone(path, 12, pretrained=False, global_pool="max")
+    assert (avg.global_pool, mx.global_pool, scratch.global_pool) == ("avg", "max", "max")
+    mx.load_state_dict(avg.state_dict())  # same weights, only the pooling of the tokens differs
+    with torch.no_grad():
+        tokens = avg.forward_features(x)
+        assert torch.allclose(mx(x), mx.head(mx.fc_norm(tokens.amax(dim=1))), atol=1e-6)
+        assert not torch.allclose(mx(x), avg(x))
 
 
 def test_methods_train_the_intended_parts(encoder):
@@ -62,4 +78,7 @@ def test_short_run_and_budget(encoder, smoke_data):
     assert len(repeated.train) >= 30 and set(repeated.train.indices) == set(few.train.indices)
     res = finetune.run_method("bitfit", path, few, finetune.FINETUNE_PRESETS["smoke"], progress=False)
     assert 0 <= res["test_top1"] <= 1 and len(res["history"]) == 1
+    assert res["model"].global_pool == finetune.FINETUNE_PRESETS["smoke"].global_pool == "avg"
+    res = finetune.run_method("linear_probe", path, few, dataclasses.replace(finetune.FINETUNE_PRESETS["smoke"], global_pool="max"), progress=False)
+    assert res["model"].global_pool == "max"
     assert res["test"]["confusion_matrix"].sum() == len(data.test)
