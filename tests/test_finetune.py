@@ -79,6 +79,7 @@ def test_short_run_and_budget(encoder, smoke_data):
     res = finetune.run_method("bitfit", path, few, finetune.FINETUNE_PRESETS["smoke"], progress=False)
     assert 0 <= res["test_top1"] <= 1 and len(res["history"]) == 1
     assert res["model"].global_pool == finetune.FINETUNE_PRESETS["smoke"].global_pool == "avg"
-    res = finetune.run_method("linear_probe", path, few, dataclasses.replace(finetune.FINETUNE_PRESETS["smoke"], global_pool="max"), progress=False)
+    max_head = dataclasses.replace(finetune.FINETUNE_PRESETS["smoke"], global_pool="max")
+    res = finetune.run_method("linear_probe", path, few, max_head, progress=False)
     assert res["model"].global_pool == "max"
     assert res["test"]["confusion_matrix"].sum() == len(data.test)
