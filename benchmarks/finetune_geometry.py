@@ -1,4 +1,4 @@
-"""Notebook 03's full fine-tune with another token geometry or head, from scratch or after MAE.
+r"""Notebook 03's full fine-tune with another token geometry or head, from scratch or after MAE.
 
 Notebook 03 fine-tunes notebook 02's encoder: 8x8-px x 2-frame tubelets (a 4x4x4 token grid)
 and a mean-pooling head. This script trains the same ViT (128-d x 4 blocks, 64 tokens) with the
@@ -12,11 +12,12 @@ the same clips (8 frames x 32 px at stride 4), but lets you change what notebook
   ``cpu`` MAE recipe (motion-weighted loss, 600 steps), with this mask type and ratio, and
   fine-tune from it; without it the model starts from scratch.
 
-Run it from the repository root. It prints the video-level test top-1 and the per-class accuracy. One configuration takes
-about 2.5 minutes on one core (``--pretrain`` adds about 3).
+Run it from the repository root. It prints the video-level test top-1 and the per-class
+accuracy. One configuration takes about 2.5 minutes on one core (``--pretrain`` adds about 3.5).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_geometry.py --patch 4 --tubelet 8 --pool max
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_geometry.py --patch 4 --tubelet 8 --pool max --pretrain random:0.5
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_geometry.py --patch 4 --tubelet 8 --pool max \
+        --pretrain random:0.5
 """
 from __future__ import annotations
 
@@ -37,14 +38,17 @@ from vidlab.train.supervised import load_clip_data, train_and_test
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="data/synthetic-cpu", help="dataset folder (the cpu synthetic dataset is made if missing)")
+    parser.add_argument("--data", default="data/synthetic-cpu",
+                        help="dataset folder (the cpu synthetic dataset is made if missing)")
     parser.add_argument("--patch", type=int, default=8, help="spatial patch of a token, pixels (notebook 02: 8)")
     parser.add_argument("--tubelet", type=int, default=2, help="frames per token (notebook 02: 2; 8 spans the clip)")
     parser.add_argument("--pool", choices=("avg", "max"), default="avg", help="token pooling of the head")
     parser.add_argument("--pretrain", metavar="MASK:RATIO", default=None,
                         help="pretrain with notebook 02's cpu MAE recipe and this mask first, e.g. random:0.5")
-    parser.add_argument("--encoder-out", default="runs/benchmarks/geometry_encoder.pt", help="where --pretrain saves its encoder")
-    parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: notebook 03's cpu preset)")
+    parser.add_argument("--encoder-out", default="runs/benchmarks/geometry_encoder.pt",
+                        help="where --pretrain saves its encoder")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="fine-tuning epochs (default: notebook 03's cpu preset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
     args = parser.parse_args()
@@ -56,7 +60,8 @@ def main() -> None:
     settings = finetune.FINETUNE_PRESETS["cpu"]
     ensure_dataset(args.data, preset="cpu", workers=args.workers)
     print(f"tokens {args.tubelet}x{args.patch}x{args.patch} (frames x px x px), head {args.pool}, "
-          f"{'MAE ' + args.pretrain if args.pretrain else 'scratch'}, seed {args.seed}, {torch.get_num_threads()} threads")
+          f"{'MAE ' + args.pretrain if args.pretrain else 'scratch'}, seed {args.seed}, "
+          f"{torch.get_num_threads()} threads")
 
     if args.pretrain:
         mask_type, _, ratio = args.pretrain.partition(":")
@@ -68,8 +73,9 @@ def main() -> None:
         print(f"pretrained {result['steps']} MAE steps in {result['seconds']:.0f} s -> {args.encoder_out}")
 
     data = load_clip_data(args.data, num_frames=geometry.num_frames, stride=geometry.stride, size=geometry.img_size,
-                          cache_size=geometry.cache_size, test_views=settings.test_views, color_jitter=settings.color_jitter,
-                          crop_scale=(settings.crop_scale_min, 1.0), workers=args.workers)
+                          cache_size=geometry.cache_size, test_views=settings.test_views,
+                          color_jitter=settings.color_jitter, crop_scale=(settings.crop_scale_min, 1.0),
+                          workers=args.workers)
     vl.set_seed(args.seed)
     if args.pretrain:
         model = load_encoder(args.encoder_out, data.num_classes, global_pool=args.pool)

@@ -266,8 +266,8 @@ DISTRACTOR_SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 # rotation classes alone tells the turning sense apart at 0.65 test, with 0.16-0.25 at 0.89; but
 # bigger actors make the few-label task easy (10 labels per class from scratch: 0.51 instead of
 # 0.23) and notebook 02's pretraining gain falls from +29 to +7.5 points. At this size notebook
-# 02's 8x8-px x 2-frame tubelets never learn rotation; 4x4-px tokens spanning all 8 frames with a
-# max-pooling head do (benchmarks/finetune_geometry.py; notebook 03, section 6).
+# 02's 8x8-px x 2-frame tubelets stay near chance on rotation; 4x4-px tokens spanning all 8
+# frames with a max-pooling head learn it (benchmarks/finetune_geometry.py; notebook 03, section 6).
 _ACTOR_RADIUS = (0.1, 0.17)
 _GROW_FACTOR = (1.5, 1.8)
 _ROTATION_TURNS = (0.75, 1.25)  # full turns per clip
