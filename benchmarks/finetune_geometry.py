@@ -30,7 +30,6 @@ import torch
 
 import vidlab as vl
 from vidlab.data.synthetic import ensure_dataset
-from vidlab.models import create_model
 from vidlab.train import finetune, pretraining
 from vidlab.train.ssl import MASK_TYPES, load_encoder
 from vidlab.train.supervised import load_clip_data, train_and_test
@@ -80,8 +79,7 @@ def main() -> None:
     if args.pretrain:
         model = load_encoder(args.encoder_out, data.num_classes, global_pool=args.pool)
     else:
-        model = create_model(geometry.model, num_classes=data.num_classes, global_pool=args.pool,
-                             **pretraining.model_kwargs(geometry))
+        model = pretraining.build_encoder(geometry, data.num_classes, global_pool=args.pool)
     t0 = time.perf_counter()
     config = finetune.train_config(settings, peft_method=False, seed=args.seed, epochs=args.epochs)
     result = train_and_test(model, data, config, batch_size=settings.batch_size)

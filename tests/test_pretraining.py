@@ -29,6 +29,7 @@ def test_presets_have_consistent_geometry(preset):
     enc = pt.build_encoder(s) if preset != "gpu" else None
     if enc is not None:
         assert tuple(enc.grid_size) == grid
+        assert enc.global_pool == "avg" and pt.build_encoder(s, 12, global_pool="max").global_pool == "max"
 
 
 def test_gpu_preset_is_16x224_vit_small():

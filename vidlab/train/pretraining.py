@@ -120,11 +120,12 @@ def model_kwargs(settings: PretrainSettings) -> dict[str, Any]:
     }
 
 
-def build_encoder(settings: PretrainSettings, num_classes: int = 0) -> nn.Module:
-    """A fresh :class:`~vidlab.models.vit.VideoViT` for ``settings`` (``num_classes=0``: no classifier)."""
+def build_encoder(settings: PretrainSettings, num_classes: int = 0, **overrides: Any) -> nn.Module:
+    """A fresh :class:`~vidlab.models.vit.VideoViT` for ``settings`` (``num_classes=0``: no classifier);
+    ``overrides`` set what the settings do not, such as the head's ``global_pool``."""
     from vidlab.models import create_model
 
-    return create_model(settings.model, num_classes=num_classes, **model_kwargs(settings))
+    return create_model(settings.model, num_classes=num_classes, **{**model_kwargs(settings), **overrides})
 
 
 def encoder_config(settings: PretrainSettings, method: str = "mae") -> dict[str, Any]:
