@@ -32,7 +32,7 @@ import vidlab as vl
 from vidlab.data.synthetic import ensure_dataset
 from vidlab.train import finetune, pretraining
 from vidlab.train.ssl import MASK_TYPES, load_encoder
-from vidlab.train.supervised import load_clip_data, train_and_test
+from vidlab.train.supervised import train_and_test
 
 
 def main() -> None:
@@ -71,10 +71,7 @@ def main() -> None:
         pretraining.save_pretrained(result, args.encoder_out)
         print(f"pretrained {result['steps']} MAE steps in {result['seconds']:.0f} s -> {args.encoder_out}")
 
-    data = load_clip_data(args.data, num_frames=geometry.num_frames, stride=geometry.stride, size=geometry.img_size,
-                          cache_size=geometry.cache_size, test_views=settings.test_views,
-                          color_jitter=settings.color_jitter, crop_scale=(settings.crop_scale_min, 1.0),
-                          workers=args.workers)
+    data = finetune.load_data(args.data, pretraining.encoder_config(geometry), settings, workers=args.workers)
     vl.set_seed(args.seed)
     if args.pretrain:
         model = load_encoder(args.encoder_out, data.num_classes, global_pool=args.pool)

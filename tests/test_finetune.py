@@ -8,7 +8,6 @@ from vidlab.models import create_model
 from vidlab.train import finetune
 from vidlab.train.memory import training_memory
 from vidlab.train.ssl import save_encoder
-from vidlab.train.supervised import load_clip_data
 
 GEOMETRY = dict(img_size=32, num_frames=4, patch_size=8, tubelet_size=2)
 KW = dict(embed_dim=32, depth=2, num_heads=2)
@@ -71,7 +70,10 @@ def test_memory_shrinks_when_frozen(encoder):
 
 def test_short_run_and_budget(encoder, smoke_data):
     path, _ = encoder
-    data = load_clip_data(smoke_data, num_frames=4, stride=2, size=32, workers=1, progress=False)
+    data = finetune.load_data(smoke_data, finetune.encoder_config(path), finetune.FINETUNE_PRESETS["smoke"],
+                              workers=1, progress=False)
+    assert tuple(data.train[0]["video"].shape) == (3, 4, 32, 32)  # the encoder's frames and size
+    assert data.test[0]["video"].shape[0] == finetune.FINETUNE_PRESETS["smoke"].test_views
     few = data.with_train_budget(1, seed=0)
     assert sorted(few.train.labels) == list(range(data.num_classes))
     repeated = data.with_train_budget(1, seed=0, repeat_to=30)

@@ -18,7 +18,7 @@ from torch import nn
 from vidlab.train import peft
 from vidlab.train.engine import TrainConfig
 from vidlab.train.memory import training_memory
-from vidlab.train.supervised import ClipData, train_and_test
+from vidlab.train.supervised import ClipData, load_clip_data, train_and_test
 from vidlab.utils import load_checkpoint
 
 
@@ -71,6 +71,18 @@ def encoder_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "config" not in ckpt:
         raise ValueError(f"{path} is not an encoder checkpoint written by vidlab.train.ssl.save_encoder")
     return ckpt["config"]
+
+
+def load_data(data_dir: str | os.PathLike, encoder_cfg: dict[str, Any], settings: FinetuneSettings, *,
+              workers: int | None = None, progress: bool = True) -> ClipData:
+    """Train / val / test clips at the encoder's geometry (``encoder_cfg``: ``num_frames``, ``stride``,
+    ``img_size``, as :func:`encoder_config` returns) with the recipe's augmentation and test views.
+    Clips ``(C, T, H, W)``; test items ``(V, C, T, H, W)``. Decoded once; ``workers`` defaults to
+    ``settings.decode_workers``."""
+    return load_clip_data(data_dir, num_frames=encoder_cfg["num_frames"], stride=encoder_cfg.get("stride", 2),
+                          size=encoder_cfg["img_size"], test_views=settings.test_views,
+                          color_jitter=settings.color_jitter, crop_scale=(settings.crop_scale_min, 1.0),
+                          workers=settings.decode_workers if workers is None else workers, progress=progress)
 
 
 def build_backbone(encoder_path: str | os.PathLike, num_classes: int, *, pretrained: bool = True,
