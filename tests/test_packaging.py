@@ -21,7 +21,9 @@ def test_environment_yml_matches_pyproject():
     conda_pip = [l.strip()[2:] for l in env_lines[start + 1 :] if l.strip().startswith("- ")]
     assert sorted(map(_norm, conda_pip)) == sorted(map(_norm, deps))
     pins = {d.split("==")[0]: d.split("==")[1] for d in deps if "==" in d}
-    assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    # every other pinned package installs beside that torch without pulling another one
+    assert set(pins) == {"torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime", "torch-pruning"}
 
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -20,11 +20,11 @@ from vidlab.notebook import NotebookContext, record, read_metrics, setup
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("data", "models", "train", "viz", "run", "presets")
+_SUBPACKAGES = ("data", "models", "train", "robust", "compress", "infer", "dist", "recipes", "viz", "run", "presets")
 
 
 def __getattr__(name: str):
-    """``vl.data``, ``vl.models``, ``vl.train``, ``vl.viz`` are imported on first use."""
+    """Subpackages (``vl.data``, ``vl.models``, ``vl.train``, ``vl.robust``, ...) are imported on first use."""
     if name in _SUBPACKAGES:
         import importlib
 

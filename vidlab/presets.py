@@ -5,7 +5,6 @@ A notebook's parameters cell may leave a setting at ``None`` ("use the preset's 
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -28,21 +27,41 @@ DATA_PREP = {
     "gpu": DataPrepSettings(num_frames=16, clip_size=112, throughput_clips=1024, loader_workers=8),
 }
 
-# notebook -> "module:attribute" of its preset table (imported on first use)
-TABLES: dict[str, str] = {
-    "01_data_preparation": "vidlab.presets:DATA_PREP",
-    "02_self_supervised_pretraining": "vidlab.train.pretraining:PRETRAIN_PRESETS",
-    "03_finetuning": "vidlab.train.finetune:FINETUNE_PRESETS",
-    "04_transfer_learning": "vidlab.train.transfer:TRANSFER_PRESETS",
-}
+@dataclass(frozen=True)
+class Lesson:
+    """One thing a notebook's run must show, checked by ``python -m vidlab run --check``.
+
+    ``metric`` (a key of ``metrics.json``; ``a.b`` reaches into a dict) must satisfy
+    ``op`` (``">="``, ``">"``, ``"<="``, ``"<"``) against ``value`` (a number, or the name of
+    another metric) plus ``offset``, e.g. ``Lesson("tsm_top1", ">=", "tsn_top1", 0.3, ...)``.
+    """
+
+    metric: str
+    op: str
+    value: float | str
+    offset: float = 0.0
+    why: str = ""
+    presets: tuple[str, ...] = ("cpu", "gpu")
+
+
+def _tables() -> dict[str, dict[str, Any]]:
+    """notebook -> its ``{preset: settings}`` table (recipe modules are imported here, on first use)."""
+    from vidlab.train import finetune, pretraining, transfer
+
+    return {
+        "01_data_preparation": DATA_PREP,
+        "02_self_supervised_pretraining": pretraining.PRETRAIN_PRESETS,
+        "03_finetuning": finetune.FINETUNE_PRESETS,
+        "04_transfer_learning": transfer.TRANSFER_PRESETS,
+    }
 
 
 def table_for(notebook: str) -> dict[str, Any]:
     """The ``{preset: settings}`` table of a notebook."""
-    if notebook not in TABLES:
-        raise KeyError(f"no preset table for notebook {notebook!r}; have {', '.join(sorted(TABLES))}")
-    module, _, attr = TABLES[notebook].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    tables = _tables()
+    if notebook not in tables:
+        raise KeyError(f"no preset table for notebook {notebook!r}; have {', '.join(sorted(tables))}")
+    return tables[notebook]
 
 
 def resolve(notebook: str, preset: str, **overrides: Any) -> Any:

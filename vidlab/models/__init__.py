@@ -19,6 +19,7 @@ from vidlab.models.registry import (
     register_model,
 )
 from vidlab.models.flops import count_macs, count_params
+from vidlab.models.saving import ModelInfo, Normalized, load_model, read_model_info, save_model
 from vidlab.models.weights import PretrainedWeightsError, PretrainedWeightsNotFoundError, load_pretrained
 
 # Importing the family modules registers their models.
@@ -33,6 +34,8 @@ from vidlab.models.torchvision_models import TorchvisionVideoModel
 
 __all__ = [
     "I3D",
+    "ModelInfo",
+    "Normalized",
     "PretrainedWeightsError",
     "PretrainedWeightsNotFoundError",
     "TSM",
@@ -48,7 +51,10 @@ __all__ = [
     "inflate_2d_to_3d",
     "is_model",
     "list_models",
+    "load_model",
     "load_pretrained",
+    "read_model_info",
     "register_model",
+    "save_model",
     "temporal_shift",
 ]

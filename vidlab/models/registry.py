@@ -92,8 +92,9 @@ def create_model(
         kwargs["num_classes"] = num_classes
     if pretrained_file is not None:
         pretrained = True
+    spec = {"name": name, "kwargs": dict(kwargs)}  # what save_model stores to rebuild it
     if not pretrained:
-        return entry(**kwargs)
+        return _with_spec(entry(**kwargs), spec)
 
     from vidlab.models.weights import load_pretrained, resolve_pretrained_source
 
@@ -101,7 +102,12 @@ def create_model(
     if source.kind == "backbone":
         # 2D / torchvision backbone weights from a local cache: the builder loads them before
         # lifting; the classifier stays freshly initialised unless the sizes match.
-        return entry(backbone_checkpoint=Path(source.path), **kwargs)
+        return _with_spec(entry(backbone_checkpoint=Path(source.path), **kwargs), spec)
     model = entry(**kwargs)
     load_pretrained(model, source.path, model_name=name)
+    return _with_spec(model, spec)
+
+
+def _with_spec(model: nn.Module, spec: dict) -> nn.Module:
+    model.vidlab_spec = spec
     return model
