@@ -1,0 +1,1 @@
+"""Per-notebook settings and the functions that stitch a lesson together."""
