@@ -44,6 +44,12 @@ class Lesson:
     presets: tuple[str, ...] = ("cpu", "gpu")
 
 
+# 01_data_preparation: what its run must show (beside DATA_PREP; see ``lessons_for``)
+LESSONS = (
+    Lesson("loader_vs_decode", ">=", 0.7, why="the DataLoader (LOADER_WORKERS processes) keeps up with raw PyAV decoding"),
+)
+
+
 def _tables() -> dict[str, dict[str, Any]]:
     """notebook -> its ``{preset: settings}`` table (recipe modules are imported here, on first use)."""
     from vidlab.train import finetune, pretraining, transfer
@@ -62,6 +68,24 @@ def table_for(notebook: str) -> dict[str, Any]:
     if notebook not in tables:
         raise KeyError(f"no preset table for notebook {notebook!r}; have {', '.join(sorted(tables))}")
     return tables[notebook]
+
+
+def lessons_for(notebook: str) -> tuple[Lesson, ...]:
+    """The ``LESSONS`` a notebook's run must show: the tuple kept in the module that holds its
+    preset table (``()`` when that module declares none)."""
+    import sys
+
+    table = table_for(notebook)
+    homes = [sys.modules.get(type(s).__module__) for s in table.values()]
+    homes += [m for name, m in sorted(sys.modules.items()) if name.startswith("vidlab")]
+    for module in homes:
+        if module is not None and any(v is table for v in vars(module).values()):
+            lessons = getattr(module, "LESSONS", None)
+            if lessons is not None:
+                if not all(isinstance(lesson, Lesson) for lesson in lessons):
+                    raise TypeError(f"{module.__name__}.LESSONS must hold vidlab.presets.Lesson items")
+                return tuple(lessons)
+    return ()
 
 
 def resolve(notebook: str, preset: str, **overrides: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from vidlab.presets import Lesson
 from vidlab.train import peft
 from vidlab.train.engine import TrainConfig
 from vidlab.train.memory import training_memory
@@ -63,6 +64,14 @@ FINETUNE_PRESETS = {
     "cpu": FinetuneSettings(epochs=10, peft_epochs=2, patience=4, label_budgets=(5,), color_jitter=0.0),
     "gpu": FinetuneSettings(epochs=30, peft_epochs=20, batch_size=64, label_budgets=(5, 20, 50), budget_epochs=20, budget_steps=600, test_views=5, decode_workers=8),
 }
+
+# What notebook 03's run must show (checked by ``python -m vidlab run --check``)
+LESSONS = (
+    Lesson("test_top1", ">=", 0.78, presets=("cpu",), why="fine-tuning notebook 02's encoder gives a usable classifier"),
+    Lesson("test_top1", ">", "scratch_top1", presets=("cpu",), why="the pretrained start beats scratch with the same recipe"),
+    Lesson("geometry_top1", ">=", 0.90, presets=("cpu",),
+           why="at this scale a 4x4-px x 8-frame max-pooled ViT from scratch matters more than pretraining"),
+)
 
 
 def encoder_config(path: str | os.PathLike) -> dict[str, Any]:

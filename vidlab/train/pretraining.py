@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from vidlab.data.cache import CachedClipDataset, DecodedVideos, cached_loader
 from vidlab.data.transforms import eval_transform, train_transform
+from vidlab.presets import Lesson
 from vidlab.train import ssl
 from vidlab.train.supervised import ClipData, load_clip_data
 from vidlab.utils import load_checkpoint, project_root
@@ -105,6 +106,12 @@ PRETRAIN_PRESETS: dict[str, PretrainSettings] = {
         fewshot_backbone_lr_scale=0.5, workers=8,
     ),
 }
+
+# What notebook 02's run must show (checked by ``python -m vidlab run --check``)
+LESSONS = (
+    Lesson("fewshot_gain_points", ">=", 15.0, presets=("cpu",),
+           why="with few labels, MAE pretraining beats the same mean-pooled ViT trained from scratch"),
+)
 
 # geometry keys an encoder artifact must match to be reused for a preset
 _GEOMETRY = ("model", "img_size", "num_frames", "patch_size", "tubelet_size", "model_kwargs")

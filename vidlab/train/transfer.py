@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from vidlab.data.cache import cached_loader
+from vidlab.presets import Lesson
 from vidlab.train.engine import TrainConfig, evaluate, fit
 from vidlab.train.supervised import ClipData, load_clip_data
 from vidlab.train.supervised import repeat_dataset as repeat_to
@@ -99,6 +100,14 @@ TRANSFER_PRESETS: dict[str, TransferSettings] = {
                             lr=1e-3, tsn_epochs=12, tsm_epochs=10, i3d_epochs=10, shift_budgets=(2, 5, 10, 25, 50),
                             shift_steps=300, shift_lr=5e-4, decode_workers=8),
 }
+
+# What notebook 04's run must show (checked by ``python -m vidlab run --check``)
+LESSONS = (
+    Lesson("tsm_top1", ">=", "tsn_top1", 0.3, presets=("cpu",), why="shifting channels in time lets a 2D model see motion; averaging cannot"),
+    Lesson("tsm_top1", ">=", 0.85, presets=("cpu",), why="TSM learns the motion classes"),
+    Lesson("inflated_top1", ">=", 0.85, presets=("cpu",), why="I3D inflated from the image model learns the motion classes"),
+    Lesson("transfer_top1", ">", "scratch_b_top1", presets=("cpu",), why="with few domain-B labels, starting from domain A helps"),
+)
 
 # Class pairs that differ only in the direction of time: the bag of frames of one class has the
 # same distribution as that of the other (the synthetic world wraps around, starts are uniform).
