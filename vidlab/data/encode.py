@@ -1,10 +1,19 @@
-"""Write frames to a video file with PyAV (FFmpeg), atomically and byte-deterministically.
+"""Write frames to a video file with PyAV (FFmpeg), atomically and reproducibly.
 
 ``encode_video(frames, path, fps)`` takes decoder-layout frames ``(T, H, W, C)`` uint8 RGB and
-writes e.g. an H.264 ``.mp4``. The encoder runs single-threaded, so the same frames and
-settings give the same bytes on the same FFmpeg build. The file appears only once it is
-complete: it is written to a temporary file in the same folder and moved into place with
-``os.replace``.
+writes e.g. an H.264 ``.mp4``. The file appears only once it is complete: it is written to a
+temporary file in the same folder and moved into place with ``os.replace``.
+
+Reproducibility. x264's macroblock-tree rate control (on in every preset but ``ultrafast``)
+runs its ``mbtree_propagate`` kernels in float SIMD code chosen for the CPU at run time: the
+AVX2, AVX-512 and SSE2 versions round differently, so the same frames gave a different
+bitstream on every CPU feature level, and with AVX-512 even from one call to the next in one
+process. x264's ``cpu-independent`` option makes it use its reference C kernels there, so
+libx264 output here is single-threaded (``threads=1``) and ``cpu-independent``: the same
+frames and settings give the same bytes, hence the same decoded frames, on any x86 CPU with
+the same FFmpeg/x264 build (``tests/test_encode.py`` checks it across CPU feature levels by
+masking x264's ``asm`` flags, and across forked worker processes). Other builds of x264 may
+encode differently; no promise is made across them.
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ from vidlab.utils import atomic_path
 _PIX_FMT = {"mjpeg": "yuvj420p", "png": "rgb24", "ffv1": "yuv444p", "libx264rgb": "rgb24"}
 # Codecs whose quality is set with ``-crf``.
 _CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"}
+# x264 settings that make its output independent of the CPU and of the run (see the module doc).
+_X264_REPRODUCIBLE = "threads=1:cpu-independent=1"
 
 
 def _to_uint8_frames(frames: np.ndarray | torch.Tensor, path: Path) -> np.ndarray:
@@ -60,11 +71,13 @@ def encode_video(
         codec: FFmpeg encoder name (``libx264``, ``libvpx-vp9``, ``mjpeg``, ...).
         crf: constant-rate-factor quality for x264/x265/VP9/AV1 (lower = better, larger files).
         gop: keyframe interval in frames (``None``: the encoder's default).
-        options: extra encoder options, e.g. ``{"preset": "veryfast", "tune": "zerolatency"}``.
+        options: extra encoder options, e.g. ``{"preset": "veryfast", "tune": "zerolatency"}``;
+            an ``x264-params`` string is appended to the reproducibility settings.
         container_options: muxer options, e.g. ``{"movflags": "+faststart"}``.
 
     4:2:0 encoders (the default ``yuv420p`` for x264) need an even width and height; odd sizes
-    raise ``ValueError``. The encoder is single-threaded so the output bytes are deterministic.
+    raise ``ValueError``. With libx264 the output bytes depend only on the frames, the settings
+    and the x264 build, not on the CPU or the run (see the module docstring).
     """
     path = Path(path)
     frames = _to_uint8_frames(frames, path)
@@ -84,6 +97,9 @@ def encode_video(
     if codec in _CRF_CODECS:
         codec_options["crf"] = str(int(crf))
     codec_options.update({str(k): str(v) for k, v in (options or {}).items()})
+    if codec in ("libx264", "libx264rgb"):
+        extra = codec_options.get("x264-params", "")
+        codec_options["x264-params"] = _X264_REPRODUCIBLE + (f":{extra}" if extra else "")
 
     # the generator publishes whole dataset folders atomically, so no per-file fsync
     with atomic_path(path, fsync=False) as tmp:

@@ -79,7 +79,7 @@ CLASSES: list[str] = [
     "fall_and_bounce",
     "orbit",
 ]
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: x264 cpu-independent (same bytes on every CPU)
 DATASET_JSON = "dataset.json"
 DOMAINS = ("A", "B")
 # split -> (domain, stable code used in each video's seed)
