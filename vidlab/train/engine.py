@@ -441,6 +441,8 @@ def fit(
     num_classes: int | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     on_epoch_end: Callable[[int, History], None] | None = None,
+    evaluate_fn: Callable[..., dict[str, Any]] | None = None,
+    is_main: bool = True,
 ) -> History:
     """Train for ``cfg.epochs`` epochs with validation, early stopping and checkpoints; returns the History.
 
@@ -454,6 +456,10 @@ def fit(
       and restores the best epoch's weights at the end.
     - ``num_classes`` for evaluation defaults to the model's ``num_classes`` attribute.
     - ``on_epoch_end(epoch, history)`` is called after each epoch (after its checkpoint).
+    - Data parallel runs (:mod:`vidlab.dist`): ``evaluate_fn`` replaces :func:`evaluate` for
+      validation (same arguments and result, e.g. a sharded evaluation gathered across
+      processes); only the process with ``is_main=True`` writes checkpoints, and every process
+      resumes from the same file.
     """
     device = get_device(device) if isinstance(device, (str, type(None))) else device
     model.to(device)
@@ -531,7 +537,7 @@ def fit(
         )
         global_step += train["steps"]
         if val_loader is not None:
-            val = evaluate(
+            val = (evaluate_fn or evaluate)(
                 model, val_loader, device=device, num_classes=num_classes, amp=cfg.amp, amp_dtype=cfg.amp_dtype,
                 progress=progress,
             )
@@ -564,7 +570,7 @@ def fit(
                 f"{train['seconds']:.1f}s" + (f" | skipped {train['skipped_steps']}" if train["skipped_steps"] else "")
             )
         last = epoch + 1 == cfg.epochs or history.stopped_early
-        if checkpoint_path is not None and ((epoch + 1) % cfg.checkpoint_every_epochs == 0 or last):
+        if is_main and checkpoint_path is not None and ((epoch + 1) % cfg.checkpoint_every_epochs == 0 or last):
             save(epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
