@@ -1,13 +1,14 @@
 """``python -m vidlab COMMAND ...``.
 
 - ``run``: execute the curriculum's notebooks (:mod:`vidlab.run`)
+- ``check``: compare a run's metrics with each notebook's lesson thresholds (:mod:`vidlab.check`)
 - ``train``: train a registered model on a manifest dataset, alone or under torchrun (:mod:`vidlab.dist.cli`)
 - ``predict``: top-k classes of video files with a saved or exported model (:mod:`vidlab.infer.cli`)
 """
 import importlib
 import sys
 
-COMMANDS = {"run": "vidlab.run", "train": "vidlab.dist.cli", "predict": "vidlab.infer.cli"}
+COMMANDS = {"run": "vidlab.run", "check": "vidlab.run", "train": "vidlab.dist.cli", "predict": "vidlab.infer.cli"}
 
 
 def main(argv: list[str]) -> int:
@@ -18,7 +19,7 @@ def main(argv: list[str]) -> int:
             return 2
         return 0 if argv else 2
     module = importlib.import_module(COMMANDS[argv[0]])
-    return module.main(argv if argv[0] == "run" else argv[1:])
+    return module.main(argv if argv[0] in ("run", "check") else argv[1:])
 
 
 sys.exit(main(sys.argv[1:]))
