@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,6 +27,7 @@ from vidlab.data.io import VideoDecodeError, decode_all
 from vidlab.data.manifest import ManifestRow, class_names, manifest_path, read_manifest
 from vidlab.data.samplers import ClipSampler, make_sampler
 from vidlab.data.datasets import Skip, SkipReport, subsample_per_class
+from vidlab.data.workers import process_pool
 from vidlab.utils import atomic_torch_save, load_checkpoint
 
 
@@ -127,7 +127,7 @@ class DecodedVideos:
     def _decode(self, rows: Sequence[ManifestRow], workers: int, progress: bool) -> None:
         jobs = [(str(self.root / r.path), self.size) for r in rows]
         if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            with process_pool(workers) as pool:
                 results = list(tqdm(pool.map(_decode_one, jobs, chunksize=16), total=len(jobs), desc="decoding into memory", disable=not progress))
         else:
             results = [_decode_one(j) for j in tqdm(jobs, desc="decoding into memory", disable=not progress)]

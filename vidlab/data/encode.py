@@ -33,7 +33,7 @@ _PIX_FMT = {"mjpeg": "yuvj420p", "png": "rgb24", "ffv1": "yuv444p", "libx264rgb"
 # Codecs whose quality is set with ``-crf``.
 _CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"}
 # x264 settings that make its output independent of the CPU and of the run (see the module doc).
-_X264_REPRODUCIBLE = "threads=1:cpu-independent=1"
+X264_REPRODUCIBLE = "threads=1:cpu-independent=1"
 
 
 def _to_uint8_frames(frames: np.ndarray | torch.Tensor, path: Path) -> np.ndarray:
@@ -99,7 +99,7 @@ def encode_video(
     codec_options.update({str(k): str(v) for k, v in (options or {}).items()})
     if codec in ("libx264", "libx264rgb"):
         extra = codec_options.get("x264-params", "")
-        codec_options["x264-params"] = _X264_REPRODUCIBLE + (f":{extra}" if extra else "")
+        codec_options["x264-params"] = X264_REPRODUCIBLE + (f":{extra}" if extra else "")
 
     # the generator publishes whole dataset folders atomically, so no per-file fsync
     with atomic_path(path, fsync=False) as tmp:

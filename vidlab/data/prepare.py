@@ -14,25 +14,22 @@ standard-dataset builders in :mod:`vidlab.data.standard` through
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import os
 import random
 import shutil
-import sys
 import time
-import warnings
-from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
 from vidlab.utils import atomic_path
 from vidlab.data.manifest import ManifestRow, write_manifest
+from vidlab.data.workers import process_pool
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
@@ -180,10 +177,13 @@ def reencode_video(
     ``short_side`` resizes so the shorter side has that many pixels (aspect kept, both
     sides rounded to even); ``fps`` resamples to that rate by repeating/dropping frames
     (``None`` keeps the source's average rate). Audio is dropped. The output is written
-    to a temporary file and moved into place, so ``dest`` is never half-written.
+    to a temporary file beside ``dest`` (``utils.atomic_path``) and moved into place, so ``dest``
+    is never half-written and concurrent runs never share a temporary name. libx264 runs with
+    the same reproducibility settings as :func:`~vidlab.data.encode.encode_video`.
     """
     import av
 
+    from vidlab.data.encode import X264_REPRODUCIBLE
     from vidlab.data.io import VideoDecodeError, open_video, probe
 
     src, dest = Path(src), Path(dest)
@@ -198,10 +198,8 @@ def reencode_video(
     # Guard against broken timestamps producing an endless run of duplicated frames.
     max_frames = int(((info.duration or 0.0) + 2.0) * float(out_rate) * 2) + int(info.num_frames or 0) + 16
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.tmp.mp4")
     written = 0
-    try:
+    with atomic_path(dest) as tmp:
         with open_video(src) as container, av.open(str(tmp), "w", format="mp4") as output:
             stream = container.streams.video[0]
             out_stream = None
@@ -215,7 +213,7 @@ def reencode_video(
                     out_stream.width, out_stream.height = width, height
                     out_stream.pix_fmt = "yuv420p"
                     out_stream.codec_context.thread_count = 1  # parallelism comes from the worker processes
-                    out_stream.options = {"crf": str(crf), "preset": preset}
+                    out_stream.options = {"crf": str(crf), "preset": preset, "x264-params": X264_REPRODUCIBLE}
                 if written >= max_frames:
                     raise VideoDecodeError(src, "decode", f"timestamps run past {max_frames} output frames")
                 out = frame.reformat(
@@ -244,10 +242,6 @@ def reencode_video(
                 emit(previous)
             for packet in out_stream.encode(None):
                 output.mux(packet)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dest
 
 
@@ -268,22 +262,6 @@ def _process(job: _Job):
         return job.key, None, _describe(exc)
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool; forked workers on Linux (no re-import of torch, as DataLoader does),
-    spawned ones elsewhere. The workers only demux/decode with PyAV, never run torch ops, so
-    OpenMP state copied by fork() is never used in them."""
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
-
-
-@contextmanager
-def _quiet_fork_warning() -> Iterator[None]:
-    """Python >= 3.12 warns about fork() in a process with threads (torch's thread pool)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-        yield
-
-
 def _run_jobs(jobs: Sequence[_Job], *, workers: int = 2, progress: bool = True, desc: str = "checking videos"):
     """Run ``_process`` over ``jobs`` (a process pool when ``workers > 1``).
 
@@ -301,7 +279,7 @@ def _run_jobs(jobs: Sequence[_Job], *, workers: int = 2, progress: bool = True, 
                 bar.update()
             return results
         retry: list[_Job] = []
-        with _pool(min(workers, len(jobs))) as pool, _quiet_fork_warning():
+        with process_pool(min(workers, len(jobs))) as pool:
             futures = {pool.submit(_process, job): job for job in jobs}
             for future in as_completed(futures):
                 try:
@@ -312,7 +290,7 @@ def _run_jobs(jobs: Sequence[_Job], *, workers: int = 2, progress: bool = True, 
                 results[key] = (info, reason)
                 bar.update()
         for job in sorted(retry, key=lambda j: j.key):
-            with _pool(1) as pool, _quiet_fork_warning():
+            with process_pool(1) as pool:
                 try:
                     key, info, reason = pool.submit(_process, job).result()
                     results[key] = (info, reason)

@@ -48,10 +48,8 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -64,6 +62,7 @@ from tqdm.auto import tqdm
 
 from vidlab.data.encode import encode_video
 from vidlab.data.manifest import MANIFEST_NAME, ManifestRow, read_manifest, write_manifest
+from vidlab.data.workers import process_pool
 
 CLASSES: list[str] = [
     "move_left",
@@ -643,12 +642,6 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def _pool_context():
-    # fork on Linux: workers start in milliseconds instead of re-importing torch (seconds)
-    # under spawn. They only run numpy and PyAV (no OpenMP), so fork is safe here.
-    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-
-
 def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> bool:
     """Rename the finished ``tmp`` folder to ``out_dir``. False if another run got there first."""
     if overwrite and out_dir.exists() and not _is_empty_dir(out_dir):
@@ -707,8 +700,8 @@ def generate(
                 bar.update()
         else:
             chunk = max(1, min(16, len(jobs) // (workers * 8)))
-            with _pool_context().Pool(workers) as pool:
-                for row in pool.imap_unordered(make, jobs, chunksize=chunk):
+            with process_pool(workers) as pool:
+                for row in pool.map(make, jobs, chunksize=chunk):
                     rows.append(row)
                     bar.update()
         bar.close()
