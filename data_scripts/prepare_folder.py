@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 r"""Bring your own videos: turn SRC/<class>/<video> into a vidlab dataset folder.
 
-    python data_scripts/prepare_folder.py my_clips --out data/my_clips
-    python data_scripts/prepare_folder.py my_clips --out data/my_clips_160 --short-side 160 --fps 15
+    .venv/bin/python data_scripts/prepare_folder.py my_clips --out data/my_clips
+    .venv/bin/python data_scripts/prepare_folder.py my_clips --out data/my_clips_160 --short-side 160 --fps 15
+
+(from the repository root, with the Python of the environment `make` creates: another Python
+has no vidlab and stops with "No module named 'vidlab'").
 
 Writes DIR/videos/<class>/..., DIR/manifest.csv (stratified train/val/test splits) and
 DIR/rejected.csv (files that could not be used, with the reason). Exit code 0 when at least
@@ -13,7 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vidlab.data.prepare import prepare_folder
+try:
+    from vidlab.data.prepare import prepare_folder
+except ModuleNotFoundError as exc:  # run with a Python that does not have vidlab installed
+    sys.exit(f"error: {exc} in {sys.executable}. Run this script with the environment's Python "
+             "(`make venv` creates it), from the repository root:\n"
+             "    .venv/bin/python data_scripts/prepare_folder.py SRC --out DIR [--short-side N] [--fps N]")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
