@@ -1,0 +1,111 @@
+"""Sharded evaluation: every process scores its shard, the results are gathered and merged.
+
+Each process runs the engine's :func:`~vidlab.train.evaluate` on its own shard
+(:class:`~vidlab.dist.sampling.ShardSampler`: every sample in exactly one shard), then
+``all_gather_object`` hands every process all shards' predictions and counts. The merged
+result has the same keys as ``evaluate`` and the same accuracy and confusion matrix as one
+process scoring the whole set: counts are summed, video-level metrics are recomputed on
+the concatenated predictions.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vidlab.dist.env import is_distributed
+from vidlab.train.checkpoint import unwrap_model
+from vidlab.train.engine import evaluate
+from vidlab.train.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
+
+
+def _shard_summary(result: Mapping[str, Any] | None, rank: int) -> dict[str, Any]:
+    """What one process sends: exact counts and its predictions (CPU tensors)."""
+    if result is None:  # an empty shard (fewer samples than processes)
+        return {"rank": rank, "num_clips": 0, "loss_sum": 0.0, "clip_correct": {1: 0, 5: 0}, "predictions": None}
+    n = int(result["num_clips"])
+    return {
+        "rank": rank,
+        "num_clips": n,
+        "loss_sum": float(result["loss"]) * n,
+        "clip_correct": {1: round(result["clip_top1"] * n), 5: round(result["clip_top5"] * n)},
+        "predictions": {k: (v.cpu() if isinstance(v, torch.Tensor) else list(v))
+                        for k, v in result["predictions"].items()},
+    }
+
+
+def merge_evaluations(shards: Sequence[Mapping[str, Any]], num_classes: int) -> dict[str, Any]:
+    """Merge per-shard summaries (as gathered by :func:`sharded_evaluate`) into one ``evaluate`` dict.
+
+    Predictions are interleaved back into dataset order (shard ``r``'s ``k``-th item is sample
+    ``k*N + r``) when every shard kept all its items; clip counts and losses are summed.
+    """
+    shards = sorted(shards, key=lambda s: s["rank"])
+    num_clips = sum(s["num_clips"] for s in shards)
+    if num_clips == 0:
+        raise ValueError("sharded evaluation: no process scored any sample")
+    world = len(shards)
+    # interleave: position k of rank r -> k * world + r (dataset order for ShardSampler shards)
+    keyed = []
+    for s in shards:
+        p = s["predictions"]
+        if p is None:
+            continue
+        for k in range(len(p["label"])):
+            keyed.append((k * world + s["rank"], s["rank"], k))
+    keyed.sort()
+    by_rank = {s["rank"]: s["predictions"] for s in shards if s["predictions"] is not None}
+    prob = torch.stack([by_rank[r]["prob"][k] for _, r, k in keyed])
+    target = torch.stack([by_rank[r]["label"][k] for _, r, k in keyed])
+    paths = [by_rank[r]["path"][k] for _, r, k in keyed]
+    pred = prob.argmax(dim=1)
+    video_acc = topk_accuracy(prob, target, ks=(1, 5))
+    cm = confusion_matrix(pred, target, num_classes)
+    clip1 = sum(s["clip_correct"][1] for s in shards)
+    clip5 = sum(s["clip_correct"][5] for s in shards)
+    return {
+        "loss": sum(s["loss_sum"] for s in shards) / num_clips,
+        "clip_top1": clip1 / num_clips,
+        "clip_top5": clip5 / num_clips,
+        "video_top1": video_acc[1],
+        "video_top5": video_acc[5],
+        "top1": video_acc[1],
+        "top5": video_acc[5],
+        "num_videos": int(target.shape[0]),
+        "num_clips": num_clips,
+        "confusion_matrix": cm,
+        "per_class_accuracy": per_class_accuracy(cm),
+        "predictions": {"path": paths, "label": target, "pred": pred, "prob": prob},
+        "shard_sizes": [int(len(s["predictions"]["label"])) if s["predictions"] is not None else 0 for s in shards],
+    }
+
+
+def sharded_evaluate(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Any]],
+    *,
+    device: torch.device | str,
+    num_classes: int,
+    amp: bool = False,
+    amp_dtype: str = "bfloat16",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``evaluate`` on this process's shard (``loader`` should use a :class:`ShardSampler`), gathered.
+
+    Same signature and keys as :func:`vidlab.train.evaluate` (plus ``shard_sizes``), so it can
+    be passed to ``fit(evaluate_fn=...)``. Every process returns the same merged result.
+    Without a process group it is plain ``evaluate``. The model is unwrapped first (scoring
+    needs no gradient synchronisation).
+    """
+    kwargs = dict(device=device, num_classes=num_classes, amp=amp, amp_dtype=amp_dtype, progress=progress)
+    if not is_distributed():
+        return evaluate(model, loader, **kwargs)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    empty = hasattr(loader, "__len__") and len(loader) == 0  # type: ignore[arg-type]
+    local = None if empty else evaluate(unwrap_model(model), loader, **kwargs)
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, _shard_summary(local, rank))
+    return merge_evaluations(gathered, num_classes)
