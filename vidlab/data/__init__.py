@@ -5,6 +5,7 @@ Names are imported lazily, so ``import vidlab`` stays quick and each piece can b
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
 _EXPORTS = {
@@ -35,7 +36,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+_SUBMODULES = frozenset(m.name for m in pkgutil.iter_modules(__path__))
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"vidlab.data.{_EXPORTS[name]}"), name)
+    if name in _SUBMODULES:  # vl.data.cache.cached_loader works without importing vidlab.data.cache first
+        return importlib.import_module(f"vidlab.data.{name}")
     raise AttributeError(f"module 'vidlab.data' has no attribute {name!r}")

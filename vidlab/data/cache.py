@@ -60,7 +60,9 @@ class DecodedVideos:
         split: split name(s) to load.
         size: short side after resizing (e.g. 40 for 32-px random crops).
         max_per_class: keep at most this many videos per class (deterministic by ``seed``).
-        cache_dir: where to keep a ``.pt`` copy (default ``<dataset>/.cache``); ``None`` to skip.
+        cache_dir: folder for a ``.pt`` copy of the decoded frames, reused by later runs; a
+            relative path is taken inside the dataset folder (default ``.cache``, i.e.
+            ``<dataset>/.cache``); ``None``: keep nothing on disk.
         workers: decoding processes.
 
     Attributes: ``rows`` (manifest rows), ``frames`` (list of ``(T, H, W, C)`` uint8),
@@ -78,7 +80,7 @@ class DecodedVideos:
         labeled_only: bool = False,
         seed: int = 0,
         workers: int = 2,
-        cache_dir: str | os.PathLike | None = "default",
+        cache_dir: str | os.PathLike | None = ".cache",
         progress: bool = True,
     ) -> None:
         self.manifest = manifest_path(manifest)
@@ -115,10 +117,10 @@ class DecodedVideos:
                 )
         self.labels = torch.tensor([r.label for r in self.rows], dtype=torch.long)
 
-    def _cache_file(self, rows: Sequence[ManifestRow], size: int, cache_dir: Any) -> Path | None:
+    def _cache_file(self, rows: Sequence[ManifestRow], size: int, cache_dir: str | os.PathLike | None) -> Path | None:
         if cache_dir is None:
             return None
-        folder = self.root / ".cache" if cache_dir == "default" else Path(cache_dir)
+        folder = self.root / Path(cache_dir).expanduser()  # an absolute cache_dir replaces the root
         key = hashlib.sha1(repr((size, [(r.path, r.num_frames, r.width, r.height, r.duration) for r in rows])).encode()).hexdigest()[:16]
         stat = self.manifest.stat()
         key += f"-{int(stat.st_mtime)}"
