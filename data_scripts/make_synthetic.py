@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Generate the synthetic action dataset (H.264 .mp4 files + manifest.csv + dataset.json).
 
-    python data_scripts/make_synthetic.py --out data/synthetic_cpu --preset cpu --seed 0 --workers 2
+    .venv/bin/python data_scripts/make_synthetic.py --preset cpu --seed 0 --workers 2
 
+writes ``data/synthetic-cpu`` (``data/synthetic-<preset>``), the folder the notebooks use for
+the ``cpu`` preset (``full`` is the ``gpu`` notebooks' dataset); ``--out`` puts it elsewhere.
 Re-runnable: if ``--out`` already holds a complete dataset it says so and exits 0 (use
 ``--force`` to regenerate). ``--set field=value`` overrides one field of the preset's
 :class:`vidlab.data.synthetic.SyntheticConfig` (e.g. ``--set size=32 --set unlabeled=0``).
@@ -17,6 +19,12 @@ from pathlib import Path
 
 from vidlab.data.manifest import MANIFEST_NAME, read_manifest, splits
 from vidlab.data.synthetic import CLASSES, PRESETS, SyntheticConfig, generate, read_dataset_info
+from vidlab.utils import project_root
+
+
+def default_out(preset: str) -> Path:
+    """``<repo>/data/synthetic-<preset>``: where the notebooks look for the synthetic dataset."""
+    return project_root() / "data" / f"synthetic-{preset}"
 
 
 def _override(cfg: SyntheticConfig, assignments: list[str]) -> SyntheticConfig:
@@ -48,7 +56,8 @@ def _summary(manifest: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, type=Path, help="dataset folder to create (missing or empty)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="dataset folder to create (missing or empty; default: data/synthetic-<preset>)")
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="dataset size (default: cpu)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
@@ -59,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cfg = _override(PRESETS[args.preset], args.overrides)
-    out: Path = args.out
+    out: Path = args.out if args.out is not None else default_out(args.preset)
     manifest = out / MANIFEST_NAME
     if manifest.is_file() and not args.force:
         info = read_dataset_info(out) or {}

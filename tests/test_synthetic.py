@@ -281,3 +281,17 @@ def test_make_synthetic_cli(tmp_path, capsys):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     with pytest.raises(SystemExit):
         cli.main(["--out", str(out), "--set", "colour=red"])
+
+
+def test_make_synthetic_default_folder_is_the_notebooks_one(capsys):
+    from vidlab.notebook import default_data_dir
+
+    spec = importlib.util.spec_from_file_location("make_synthetic", project_root() / "data_scripts" / "make_synthetic.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.default_out("cpu") == default_data_dir("cpu") and cli.default_out("smoke") == default_data_dir("smoke")
+    assert cli.default_out("full") == default_data_dir("gpu")
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    assert "data/synthetic-cpu" in text and "synthetic_cpu" not in text
