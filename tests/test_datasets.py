@@ -18,8 +18,10 @@ from vidlab.data.datasets import (
     make_loader,
     subsample_per_class,
 )
+from vidlab.data.cache import CachedClipDataset, DecodedVideos, cached_loader
+from vidlab.data.encode import encode_video
 from vidlab.data.manifest import ManifestRow, write_manifest
-from vidlab.data.transforms import eval_transform
+from vidlab.data.transforms import eval_transform, train_transform
 
 GOOD = 6
 
@@ -139,3 +141,46 @@ def test_unknown_split_lists_present_ones(mixed):
     root, _ = mixed
     with pytest.raises(ValueError, match="splits present: train"):
         VideoDataset(root, split="val")
+
+
+@pytest.fixture(scope="module")
+def aspect_ratios(tmp_path_factory) -> Path:
+    """Videos of three shapes (4:3, 2:1 and portrait 3:4), as prepare_folder leaves real videos."""
+    root = tmp_path_factory.mktemp("aspect")
+    rows = []
+    t = torch.arange(12, dtype=torch.float32)[:, None, None, None]
+    for i, (h, w) in enumerate([(48, 64), (48, 96), (64, 48), (48, 64), (48, 96), (64, 48)]):
+        y = torch.arange(h, dtype=torch.float32)[None, :, None, None]
+        x = torch.arange(w, dtype=torch.float32)[None, None, :, None]
+        frames = ((x * 3 + y * 2 + t * 9 + torch.tensor([0.0, 60.0, 120.0])) % 256).to(torch.uint8)
+        path = encode_video(frames, root / "videos" / f"v{i}.mp4", fps=12)
+        rows.append(ManifestRow(str(path.relative_to(root)), i % 2, "train", 12, 12.0, w, h, 1.0, label_name=f"c{i % 2}"))
+    write_manifest(rows, root)
+    return root
+
+
+@pytest.mark.parametrize("make_transform", [
+    lambda: train_transform(size=32, hflip=False),
+    lambda: eval_transform(size=32),
+    lambda: eval_transform(size=32, resize=40),
+])
+def test_mixed_aspect_ratios_batch_at_the_configured_size(aspect_ratios, make_transform):
+    ds = VideoDataset(aspect_ratios, split="train", num_frames=4, stride=2, transform=make_transform())
+    batches = list(make_loader(ds, batch_size=6))
+    assert len(batches) == 1 and batches[0]["video"].shape == (6, 3, 4, 32, 32)
+
+
+def test_mixed_aspect_ratios_three_crop_and_cached(aspect_ratios):
+    ds = VideoDataset(aspect_ratios, split="train", num_frames=4, stride=2, sampler="multi", num_clips=2,
+                      transform=eval_transform(size=32, crops=3))
+    assert next(iter(make_loader(ds, batch_size=6)))["video"].shape == (6, 6, 3, 4, 32, 32)  # 2 clips x 3 crops
+    videos = DecodedVideos(aspect_ratios, "train", size=40, workers=1, cache_dir=None, progress=False)
+    assert {tuple(f.shape[1:3]) for f in videos.frames} == {(40, 53), (40, 80), (53, 40)}
+    cached = CachedClipDataset(videos, num_frames=4, stride=2, transform=train_transform(size=32, hflip=False))
+    assert next(iter(cached_loader(cached, batch_size=6)))["video"].shape == (6, 3, 4, 32, 32)
+
+
+def test_mixed_sizes_without_transform_name_the_files(aspect_ratios):
+    ds = VideoDataset(aspect_ratios, split="train", num_frames=4, stride=2)
+    with pytest.raises(ValueError, match=r"(?s)different sizes.*eval_transform.*v1\.mp4"):
+        next(iter(make_loader(ds, batch_size=3)))

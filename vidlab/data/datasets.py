@@ -76,7 +76,9 @@ class VideoDataset(Dataset):
             :class:`~vidlab.data.samplers.ClipSampler`.
         num_clips: clips per video for ``multi`` (views for video-level testing).
         transform: frames ``(T, H, W, C)`` uint8 -> clip ``(C, T, H, W)`` float (see
-            :mod:`vidlab.data.transforms`); ``None`` returns ``(C, T, H, W)`` float in [0, 1].
+            :mod:`vidlab.data.transforms`; its presets always output ``size x size``, whatever
+            the video's size and aspect ratio); ``None`` returns ``(C, T, H, W)`` float in
+            [0, 1] at the video's own size, so a batch needs videos of one size.
         max_skip_fraction: the loader raises once more than this fraction of items was skipped
             (checked after ``min_seen`` items).
         labeled_only: drop rows with ``label < 0``.
@@ -199,6 +201,14 @@ def collate_videos(items: list[dict[str, Any] | Skip]) -> dict[str, Any]:
     """Stack the good items; skipped ones travel along in ``batch["skipped"]``."""
     good = [it for it in items if not isinstance(it, Skip)]
     skipped = [it for it in items if isinstance(it, Skip)]
+    shapes = {tuple(it["video"].shape) for it in good}
+    if len(shapes) > 1:
+        sizes = "\n".join(f"  {tuple(it['video'].shape)}  {it['path']}" for it in good)
+        raise ValueError(
+            "clips of different sizes cannot form a batch (videos of mixed sizes and no transform "
+            "that outputs a fixed size); give the dataset transform=vl.data.eval_transform(size=...) "
+            f"or train_transform(size=...). Clips (C, T, H, W):\n{sizes}"
+        )
     batch: dict[str, Any] = default_collate(good) if good else {}
     batch["skipped"] = skipped
     batch["num_items"] = len(items)
