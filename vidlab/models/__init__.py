@@ -6,7 +6,7 @@
 
 Families: X3D (``x3d_*``), video ViT with tubelet embedding (``vit_*``), torchvision's video
 models under their torchvision names (``r3d_18``, ``r2plus1d_18``, ``s3d``, ...), timm image
-backbones lifted to video (``tsn_*``, ``tsm_*``, ``i3d_*``); ``test_*`` / ``vit_test`` are tiny.
+backbones lifted to video (``tsn_*``, ``tsm_*``, ``i3d_*``), online (causal) TSM (``tsm_online_*``); ``test_*`` / ``vit_test`` are tiny.
 Every model maps ``(B, C, T, H, W)`` float clips to ``(B, num_classes)`` logits.
 """
 from __future__ import annotations
@@ -27,15 +27,18 @@ from vidlab.models import x3d as x3d  # noqa: E402
 from vidlab.models import vit as vit  # noqa: E402
 from vidlab.models import torchvision_models as torchvision_models  # noqa: E402
 from vidlab.models import lifted as lifted  # noqa: E402
+from vidlab.models import online_tsm as online_tsm  # noqa: E402
 from vidlab.models.x3d import X3D
 from vidlab.models.vit import VideoViT
 from vidlab.models.lifted import I3D, TSM, TSN, TemporalShift, inflate_2d_to_3d, temporal_shift
+from vidlab.models.online_tsm import OnlineTSM
 from vidlab.models.torchvision_models import TorchvisionVideoModel
 
 __all__ = [
     "I3D",
     "ModelInfo",
     "Normalized",
+    "OnlineTSM",
     "PretrainedWeightsError",
     "PretrainedWeightsNotFoundError",
     "TSM",
