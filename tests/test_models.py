@@ -190,10 +190,29 @@ def test_vit_token_api():
     block = model.blocks[0]
     for layer in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2):
         assert isinstance(layer, nn.Linear)
-    assert isinstance(model.norm, nn.LayerNorm) and isinstance(model.fc_norm, nn.LayerNorm)
     assert torch.count_nonzero(model.head.bias) == 0
     with pytest.raises(ValueError, match="not divisible"):
         model.tokenize(torch.randn(1, 3, 4, 30, 30))
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_vit_applies_exactly_one_final_norm(pool):
+    """As timm with a pooling head: ``norm`` is an identity, ``fc_norm`` normalises the pooled feature."""
+    model = vm.create_model("vit_test", num_classes=5, global_pool=pool).eval()
+    assert isinstance(model.norm, nn.Identity) and isinstance(model.fc_norm, nn.LayerNorm)
+    assert sum(isinstance(m, nn.LayerNorm) for m in model.modules()) == 2 * len(model.blocks) + 1
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        out = model.blocks(model.tokenize(x))
+        pooled = out.mean(dim=1) if pool == "avg" else out.amax(dim=1)
+        torch.testing.assert_close(model(x), model.head(model.fc_norm(pooled)))
+
+
+def test_vit_default_cfg_normalisation_is_the_pipelines():
+    from vidlab.data.transforms import DEFAULT_MEAN, DEFAULT_STD
+
+    cfg = vm.create_model("vit_test").default_cfg
+    assert tuple(cfg["mean"]) == tuple(DEFAULT_MEAN) and tuple(cfg["std"]) == tuple(DEFAULT_STD)
 
 
 def test_vit_kwargs_and_other_grid_sizes():

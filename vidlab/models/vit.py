@@ -3,7 +3,9 @@
 A clip ``(B, C, T, H, W)`` is cut into non-overlapping tubelets of
 ``tubelet_size x patch_size x patch_size`` by a Conv3d with kernel = stride, giving
 ``N = T/t * H/p * W/p`` tokens of width ``D``; a fixed 3D sin-cos (or learned) positional
-embedding is added. There is no class token: the head mean-pools the tokens (VideoMAE).
+embedding is added. There is no class token: the head pools the tokens (mean, as VideoMAE, or
+max) and normalises the pooled feature with ``fc_norm``; as in timm with a pooling head,
+``norm`` (the per-token final norm) is then an identity, so exactly one LayerNorm is real.
 
 The split into ``tokenize`` -> ``forward_tokens`` lets masked-autoencoder pretraining run the
 encoder on a subset of tokens: ``forward_tokens(tokenize(x)[:, keep])``.
@@ -19,6 +21,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from vidlab.data.transforms import DEFAULT_MEAN, DEFAULT_STD  # the pipeline's normalisation: one source
 from vidlab.models.registry import register_model
 
 __all__ = ["VideoViT", "sincos_pos_embed_3d"]
@@ -113,7 +116,8 @@ class VideoViT(nn.Module):
                   proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i])
             for i in range(depth)
         ])
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        # timm's fc_norm logic: a pooling head normalises the pooled feature, not every token
+        self.norm = nn.Identity()
         self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -125,8 +129,8 @@ class VideoViT(nn.Module):
             "patch_size": patch_size,
             "tubelet_size": tubelet_size,
             "classifier": "head",
-            "mean": (0.485, 0.456, 0.406),
-            "std": (0.229, 0.224, 0.225),
+            "mean": tuple(DEFAULT_MEAN),
+            "std": tuple(DEFAULT_STD),
         }
         self._init_weights(head_init_scale)
 
@@ -186,7 +190,8 @@ class VideoViT(nn.Module):
         return self.pos_drop(x + self._pos_embed_for(grid))
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Transformer blocks + final norm on any subset of tokens: ``(B, n, D)`` -> ``(B, n, D)``."""
+        """Transformer blocks (+ ``norm``, an identity with a pooling head) on any subset of tokens:
+        ``(B, n, D)`` -> ``(B, n, D)``."""
         return self.norm(self.blocks(tokens))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,6 +219,11 @@ class VideoViT(nn.Module):
             nn.init.zeros_(self.head.bias)
         else:
             self.head = nn.Identity()
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups by depth (timm convention; layer-wise lr decay reads it): the embeddings,
+        then one group per block; the head comes last."""
+        return {"stem": r"^pos_embed|patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))]}
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to exclude from weight decay (timm convention)."""
