@@ -30,9 +30,9 @@ import torch
 
 import vidlab as vl
 from vidlab.data.synthetic import ensure_dataset
-from vidlab.train import finetune, pretraining
-from vidlab.train.ssl import MASK_TYPES, load_encoder
-from vidlab.train.supervised import train_and_test
+from vidlab.recipes import finetune, pretraining
+from vidlab.recipes.supervised import train_and_test
+from vidlab.train.ssl import MASK_TYPES
 
 
 def main() -> None:
@@ -71,10 +71,10 @@ def main() -> None:
         pretraining.save_pretrained(result, args.encoder_out)
         print(f"pretrained {result['steps']} MAE steps in {result['seconds']:.0f} s -> {args.encoder_out}")
 
-    data = finetune.load_data(args.data, pretraining.encoder_config(geometry), settings, workers=args.workers)
+    data = finetune.load_data(args.data, pretraining.clip_geometry(geometry), settings, workers=args.workers)
     vl.set_seed(args.seed)
     if args.pretrain:
-        model = load_encoder(args.encoder_out, data.num_classes, global_pool=args.pool)
+        model = finetune.build_backbone(args.encoder_out, data.num_classes, global_pool=args.pool)
     else:
         model = pretraining.build_encoder(geometry, data.num_classes, global_pool=args.pool)
     t0 = time.perf_counter()

@@ -1,4 +1,6 @@
-"""Shared fixtures: the smoke-size synthetic dataset (generated once, reused by notebooks)."""
+"""Shared fixtures: the smoke-size synthetic dataset (generated once per test session in a
+temporary folder, reused by the unit tests and the notebooks), so tests never write into the
+repository's own ``data/`` or ``runs/``."""
 from __future__ import annotations
 
 import os
@@ -11,12 +13,12 @@ matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="session")
-def smoke_data() -> Path:
-    """The synthetic dataset at the smoke preset, in the default place the notebooks use."""
+def smoke_data(tmp_path_factory) -> Path:
+    """The synthetic dataset at the smoke preset, generated once per session in a temporary folder
+    (notebooks get it as ``DATA_DIR``)."""
     from vidlab.data.synthetic import ensure_dataset
-    from vidlab.notebook import default_data_dir
 
-    root = default_data_dir("smoke")
+    root = tmp_path_factory.mktemp("data") / "synthetic-smoke"
     ensure_dataset(root, preset="smoke", seed=0)
     return root
 

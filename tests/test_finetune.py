@@ -1,13 +1,13 @@
-"""Fine-tuning recipes: backbone from an encoder checkpoint, methods, memory, one short run."""
+"""Fine-tuning recipes (vidlab.recipes.finetune): backbone from a save_model encoder file, methods,
+memory, one short run."""
 import dataclasses
 
 import pytest
 import torch
 
-from vidlab.models import create_model
-from vidlab.train import finetune
+from vidlab.models import create_model, save_model
+from vidlab.recipes import finetune
 from vidlab.train.memory import training_memory
-from vidlab.train.ssl import save_encoder
 
 GEOMETRY = dict(img_size=32, num_frames=4, patch_size=8, tubelet_size=2)
 KW = dict(embed_dim=32, depth=2, num_heads=2)
@@ -18,7 +18,7 @@ def encoder(tmp_path_factory):
     torch.manual_seed(0)
     enc = create_model("vit_mini", num_classes=0, **GEOMETRY, **KW)
     path = tmp_path_factory.mktemp("enc") / "enc.pt"
-    save_encoder(path, enc, {"model": "vit_mini", "model_kwargs": KW, "stride": 2})
+    save_model(enc, path, frame_stride=2)
     return path, enc
 
 
@@ -28,7 +28,8 @@ def test_backbone_pretrained_vs_scratch(encoder):
     scratch = finetune.build_backbone(path, 12, pretrained=False)
     assert torch.equal(pre.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
     assert not torch.equal(scratch.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
-    assert pre.head.out_features == 12 and finetune.encoder_config(path)["stride"] == 2
+    assert pre.head.out_features == 12
+    assert finetune.encoder_geometry(path) == {"num_frames": 4, "img_size": 32, "frame_stride": 2}
 
 
 def test_backbone_pooling_is_chosen_by_the_recipe(encoder):
@@ -70,7 +71,7 @@ def test_memory_shrinks_when_frozen(encoder):
 
 def test_short_run_and_budget(encoder, smoke_data):
     path, _ = encoder
-    data = finetune.load_data(smoke_data, finetune.encoder_config(path), finetune.FINETUNE_PRESETS["smoke"],
+    data = finetune.load_data(smoke_data, finetune.encoder_geometry(path), finetune.FINETUNE_PRESETS["smoke"],
                               workers=1, progress=False)
     assert tuple(data.train[0]["video"].shape) == (3, 4, 32, 32)  # the encoder's frames and size
     assert data.test[0]["video"].shape[0] == finetune.FINETUNE_PRESETS["smoke"].test_views

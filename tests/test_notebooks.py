@@ -29,9 +29,11 @@ def _check_02(m: dict, out) -> None:
     assert 0.0 <= m["static_tubelet_fraction"] <= 1.0 and m["temporal_redundancy_ratio"] > 0
     assert m["copy_baseline_tube_90"] > m["copy_baseline_random_90"]  # model-free: tubes defeat copying
     assert math.isclose(m["fewshot_gain_points"], 100 * (m["pretrained_fewshot_top1"] - m["scratch_fewshot_top1"]), abs_tol=1e-6)
-    from vidlab.train.ssl import load_encoder
+    from vidlab.models import load_model
 
-    assert load_encoder(out / "ssl_encoder.pt", 12).head.out_features == 12
+    encoder = load_model(out / "ssl_encoder.pt")  # a save_model file: rebuilt from it alone
+    encoder.reset_classifier(12)
+    assert encoder.head.out_features == 12 and encoder.clip_geometry["num_frames"] > 0
 
 
 def _check_03(m: dict, out) -> None:
@@ -44,6 +46,10 @@ def _check_03(m: dict, out) -> None:
     assert mem["linear_probe"] < mem["full"]  # no gradients or optimizer state for the backbone
     assert m["lora_merge_max_abs_diff"] < 1e-4
     assert m["deploy_roundtrip_identical"] is True
+    from vidlab.models import load_model
+
+    model = load_model(out / "model.pt")  # the deployable file needs no pretraining file
+    assert model.class_names is not None and len(model.class_names) == model.head.out_features
     assert {r["init"] for r in m["label_efficiency"]} == {"pretrained", "scratch"}
 
 
@@ -56,6 +62,10 @@ def _check_04(m: dict, out) -> None:
     assert len(m["label_budget_curve"]) == 2  # A-trained then fine-tuned on B, and B alone
     for name in ("image_to_video_accuracy", "direction_pair_confusions", "label_budget_curve", "domains_a_and_b"):
         assert (out / f"{name}.png").exists(), name
+    from vidlab.models import load_model
+
+    for name in ("tsm", "i3d"):
+        assert load_model(out / f"{name}.pt").class_names is not None, name
 
 
 CHECKS = {
@@ -68,7 +78,7 @@ CHECKS = {
 
 @pytest.mark.parametrize("path", runner.list_notebooks(), ids=lambda p: p.stem)
 def test_notebook_smoke(path, smoke_data, tmp_path):
-    result = runner.run_notebook(path, tmp_path, preset="smoke")
+    result = runner.run_notebook(path, tmp_path, preset="smoke", params={"DATA_DIR": str(smoke_data)})
     assert result.status == "ok", f"{path.name} failed: {result.error} (executed copy: {result.executed})"
     assert path.stem in CHECKS, f"add checks for {path.stem} to CHECKS"
     CHECKS[path.stem](result.metrics, result.output_dir)

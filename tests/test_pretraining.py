@@ -1,4 +1,5 @@
-"""Notebook 02's recipe module: presets, the shared encoder artifact, probes and helpers."""
+"""Notebook 02's recipe modules (vidlab.recipes.pretraining, vidlab.recipes.ssl_probes): presets,
+the encoder file notebook 03 reuses, probes, the few-label fine-tune and the masking helpers."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +8,9 @@ import pytest
 import torch
 
 import vidlab as vl
-from vidlab.train import pretraining as pt
-from vidlab.train import ssl
+from vidlab.recipes import pretraining as pt
+from vidlab.recipes import ssl_probes
+from vidlab.train import TrainConfig, ssl
 
 # a tiny recipe on the smoke data: 32 tokens, a 1-block encoder, two optimizer steps
 TINY = dataclasses.replace(
@@ -55,10 +57,16 @@ def test_resolve_overrides_and_rejects_unknown_names():
         vl.presets.resolve("02_self_supervised_pretraining", "cpu", MASK_RATION=0.5)
 
 
-def test_artifact_path_is_per_preset():
-    path = pt.artifact_path("cpu")
-    assert path == vl.utils.project_root() / "runs" / "artifacts" / "cpu" / "ssl_encoder.pt"
-    assert pt.artifact_path("smoke") != path
+def test_encoder_path_is_notebook_02s_sibling_folder(tmp_path):
+    path = pt.encoder_path(tmp_path / "03_finetuning")
+    assert path == tmp_path / "02_self_supervised_pretraining" / "ssl_encoder.pt"
+
+
+def test_presets_spell_amp_as_the_engine():
+    for s in pt.PRETRAIN_PRESETS.values():
+        assert isinstance(s.amp, bool) and s.amp_dtype in ("bfloat16", "float16")
+        cfg = pt.pretrain_config(s, "mae", 10)
+        assert (cfg.amp, cfg.amp_dtype) == (s.amp, s.amp_dtype) and cfg.warmup_steps == 1
 
 
 def test_ensure_pretrained_encoder_builds_then_reuses(smoke_data, tmp_path, capsys):
@@ -73,12 +81,15 @@ def test_ensure_pretrained_encoder_builds_then_reuses(smoke_data, tmp_path, caps
     assert again == path and path.stat().st_mtime_ns == stamp
     assert "pretraining it now" not in capsys.readouterr().out
 
-    model = ssl.load_encoder(path, num_classes=12)  # what notebook 03 does
+    model, info = vl.models.load_model(path, with_info=True)  # the file alone rebuilds the encoder
     clip = torch.randn(2, 3, TINY.num_frames, TINY.img_size, TINY.img_size)
+    tokens = (TINY.num_frames // TINY.tubelet_size) * (TINY.img_size // TINY.patch_size) ** 2
+    assert model.forward_features(clip).shape == (2, tokens, 16)
+    model.reset_classifier(12)
     assert model(clip).shape == (2, 12)
-    cfg = vl.utils.load_checkpoint(path)["config"]
-    assert cfg["model_kwargs"] == {"embed_dim": 16, "depth": 1, "num_heads": 2}
-    assert cfg["method"] == "mae" and cfg["recipe"]["mae_steps"] == 2
+    assert {k: info.kwargs[k] for k in ("embed_dim", "depth", "num_heads")} == {"embed_dim": 16, "depth": 1, "num_heads": 2}
+    assert (info.num_frames, info.img_size, info.frame_stride) == (TINY.num_frames, TINY.img_size, TINY.stride)
+    assert info.meta["method"] == "mae" and info.meta["recipe"]["mae_steps"] == 2
 
 
 def test_ensure_pretrained_encoder_rebuilds_on_other_geometry(smoke_data, tmp_path, capsys):
@@ -87,7 +98,7 @@ def test_ensure_pretrained_encoder_rebuilds_on_other_geometry(smoke_data, tmp_pa
     capsys.readouterr()
     wider = dataclasses.replace(TINY, embed_dim=32)
     ok, reason = pt.artifact_matches(path, wider)
-    assert not ok and "model_kwargs" in reason
+    assert not ok and "embed_dim" in reason
     pt.ensure_pretrained_encoder("smoke", smoke_data, settings=wider, path=path, progress=False)
     assert "does not fit" in capsys.readouterr().out
     assert pt.artifact_matches(path, wider) == (True, "ok")
@@ -103,24 +114,24 @@ def test_unreadable_artifact_is_not_trusted(tmp_path):
 
 def test_ensure_rejects_unknown_preset(tmp_path):
     with pytest.raises(ValueError, match="not a pretraining preset"):
-        pt.ensure_pretrained_encoder("huge", tmp_path)
+        pt.ensure_pretrained_encoder("huge", tmp_path, tmp_path / "ssl_encoder.pt")
 
 
 def test_contrastive_pretraining_and_probes(smoke_data):
     out = pt.pretrain_encoder(smoke_data, TINY, method="contrastive", progress=False)
     assert len(out["history"]) == TINY.contrastive_steps and all(torch.isfinite(torch.tensor(out["history"])))
-    assert out["config"]["method"] == "contrastive" and out["seconds"] > 0
-    data = pt.labelled_data(smoke_data, TINY, progress=False)
-    probes = pt.probe_encoder(out["encoder"], data, TINY)
+    assert out["method"] == "contrastive" and out["seconds"] > 0 and out["skipped_steps"] == 0
+    data = ssl_probes.labelled_data(smoke_data, TINY, progress=False)
+    probes = ssl_probes.probe_encoder(out["encoder"], data, TINY)
     assert set(probes) == {"knn_top1", "probe_top1"} and all(0 <= v <= 1 for v in probes.values())
     with pytest.raises(ValueError, match="method="):
         pt.pretrain_encoder(smoke_data, TINY, method="rotation")
 
 
 def test_fewshot_uses_the_budget_for_both_inits(smoke_data):
-    data = pt.labelled_data(smoke_data, TINY, progress=False)
-    scratch = pt.fewshot(None, data, TINY, progress=False)
-    pretrained = pt.fewshot(pt.build_encoder(TINY), data, TINY, progress=False)
+    data = ssl_probes.labelled_data(smoke_data, TINY, progress=False)
+    scratch = ssl_probes.fewshot(None, data, TINY, progress=False)
+    pretrained = ssl_probes.fewshot(pt.build_encoder(TINY), data, TINY, progress=False)
     for run in (scratch, pretrained):
         assert run["train_videos"] == data.num_classes * TINY.fewshot_per_class
         assert len(run["history"]) == TINY.fewshot_steps and 0 <= run["test_acc"] <= 1
@@ -130,7 +141,7 @@ def test_mask_ratio_losses_skip_unreachable_ratios():
     torch.manual_seed(0)
     mae = pt.build_mae(pt.build_encoder(TINY), TINY)
     clips = torch.randn(2, 3, TINY.num_frames, TINY.img_size, TINY.img_size)
-    rows = pt.mask_ratio_losses(mae, clips, [0.5, 0.9])
+    rows = ssl.mask_ratio_losses(mae, clips, [0.5, 0.9])
     got = {(r["mask_type"], r["ratio"]) for r in rows}
     # 2 token frames: masking 90% of them would hide both, so frame@0.9 is skipped
     assert got == {("tube", 0.5), ("tube", 0.9), ("random", 0.5), ("random", 0.9), ("frame", 0.5)}
@@ -141,12 +152,12 @@ def test_mask_ratio_losses_skip_unreachable_ratios():
 
 def test_temporal_redundancy_of_static_and_changing_clips():
     static = torch.rand(3, 3, 1, 16, 16).expand(3, 3, 4, 16, 16)
-    r = pt.temporal_redundancy(static, tubelet=2, patch=8)
+    r = ssl.temporal_redundancy(static, tubelet=2, patch=8)
     assert r["next_tubelet_mse"] == 0 and r["static_fraction"] == 1 and r["other_video_mse"] > 0
-    noisy = pt.temporal_redundancy(torch.rand(3, 3, 4, 16, 16), tubelet=2, patch=8)
+    noisy = ssl.temporal_redundancy(torch.rand(3, 3, 4, 16, 16), tubelet=2, patch=8)
     assert noisy["ratio"] > 0.5 and noisy["static_fraction"] < 0.1
     with pytest.raises(ValueError, match="at least 2 clips"):
-        pt.temporal_redundancy(torch.rand(1, 3, 4, 16, 16), tubelet=2, patch=8)
+        ssl.temporal_redundancy(torch.rand(1, 3, 4, 16, 16), tubelet=2, patch=8)
 
 
 def test_masked_clip_paints_exactly_the_masked_tubelets():
@@ -167,9 +178,45 @@ def test_copy_baseline_sees_through_random_masks_but_not_tubes():
     still = torch.rand(4, 3, 1, 16, 16).expand(4, 3, 8, 16, 16)  # nothing moves: copying in time is exact
     grid = (4, 2, 2)
     gen = torch.Generator().manual_seed(0)
-    frame = pt.copy_baseline_loss(still, ssl.frame_mask(4, grid, 0.5, gen), tubelet=2, patch=8)
-    tube = pt.copy_baseline_loss(still, ssl.tube_mask(4, grid, 0.5, gen), tubelet=2, patch=8)
+    frame = ssl.copy_baseline_loss(still, ssl.frame_mask(4, grid, 0.5, gen), tubelet=2, patch=8)
+    tube = ssl.copy_baseline_loss(still, ssl.tube_mask(4, grid, 0.5, gen), tubelet=2, patch=8)
     assert frame == pytest.approx(0.0, abs=1e-6)  # every hidden frame has a visible copy
     assert tube > 0.9  # the same place is hidden at every time step: only the patch mean is left
     with pytest.raises(ValueError, match="mask shape"):
-        pt.copy_baseline_loss(still, torch.zeros(4, 3, dtype=torch.bool), tubelet=2, patch=8)
+        ssl.copy_baseline_loss(still, torch.zeros(4, 3, dtype=torch.bool), tubelet=2, patch=8)
+
+
+GEOM = dict(img_size=32, num_frames=8, patch_size=8, tubelet_size=2)
+
+
+def test_fewshot_finetune_freeze_phase_leaves_backbone_untouched():
+    torch.manual_seed(0)
+    enc = vl.models.create_model("vit_test", num_classes=2, **GEOM)
+    start = {k: v.clone() for k, v in enc.state_dict().items()}
+    loader = [{"video": torch.randn(4, 3, 8, 32, 32), "label": torch.tensor([0, 1, 0, 1])}]
+    cfg = TrainConfig(lr=1e-2, warmup_steps=1, clip_grad_norm=1.0)
+    out = ssl_probes.fewshot_finetune(enc, loader, loader, cfg, steps=3, num_classes=2, freeze_steps=3, progress=False)
+    tuned = out["model"].state_dict()
+    for name, before in start.items():
+        if name.startswith(("head.", "fc_norm.")):
+            continue
+        assert torch.equal(before, tuned[name]), name
+    assert not torch.equal(start["head.weight"], tuned["head.weight"])  # the probe phase trained the head
+    assert out["probe_acc"] is not None and out["test_acc"] == out["probe_acc"] and len(out["history"]) == 3
+    assert all(p.requires_grad for p in out["model"].parameters())  # unfrozen afterwards
+
+
+def test_fewshot_finetune_scales_the_backbone_lr_and_decays_layers():
+    torch.manual_seed(0)
+    model = vl.models.create_model("vit_test", num_classes=2, **GEOM)
+    groups = vl.train.param_groups_layer_decay(model, 0.05, lr=1.0, backbone_lr_scale=0.5, layer_decay=0.5)
+    by_name = {n: g for g in groups for n, p in model.named_parameters() if any(p is q for q in g["params"])}
+    assert by_name["head.weight"]["lr"] == 1.0 and by_name["fc_norm.weight"]["lr"] == 1.0
+    assert by_name["blocks.1.attn.qkv.weight"]["lr"] == pytest.approx(0.5 * 0.5)
+    assert by_name["blocks.0.attn.qkv.weight"]["lr"] == pytest.approx(0.5 * 0.25)
+    assert by_name["patch_embed.weight"]["lr"] == pytest.approx(0.5 * 0.125)
+    assert by_name["head.bias"]["weight_decay"] == 0.0 and by_name["head.weight"]["weight_decay"] == 0.05
+    loader = [{"video": torch.randn(4, 3, 8, 32, 32), "label": torch.tensor([0, 1, 0, 1])}]
+    out = ssl_probes.fewshot_finetune(model, loader, loader, TrainConfig(lr=1e-3, warmup_steps=1), steps=2,
+                                      num_classes=2, backbone_lr_scale=0.5, layer_decay=0.75, progress=False)
+    assert len(out["history"]) == 2 and out["probe_acc"] is None and 0.0 <= out["test_acc"] <= 1.0

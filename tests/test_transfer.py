@@ -1,4 +1,4 @@
-"""Tests for vidlab.train.transfer: pair metrics, order blindness, moving the image model between
+"""Tests for vidlab.recipes.transfer (and its plots in vidlab.viz.transfer): pair metrics, order blindness, moving the image model between
 TSN / TSM / I3D, fixed-step few-label training, presets and plots. Tiny models and in-memory videos."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from vidlab.data.cache import CachedClipDataset
 from vidlab.data.manifest import ManifestRow
 from vidlab.models.lifted import I3D, TSM, TSN, TemporalShift
 from vidlab.train.engine import TrainConfig
-from vidlab.train.supervised import ClipData
-from vidlab.train.transfer import (
+from vidlab.data.clips import ClipData
+from vidlab.recipes.transfer import (
     DIRECTION_PAIRS,
     TRANSFER_PRESETS,
     TransferSettings,
@@ -26,13 +26,14 @@ from vidlab.train.transfer import (
     order_sensitivity,
     pair_accuracy,
     pair_confusion,
-    plot_label_budget,
-    plot_pair_confusions,
     repeat_to,
     save_image_model,
+    save_video_model,
     still_video_gap,
     train_with_budget,
 )
+
+from vidlab.viz.transfer import plot_label_budget, plot_pair_confusions
 
 matplotlib.use("Agg")
 CLASSES = ["move_left", "move_right", "move_up", "move_down", "rotate_clockwise", "rotate_counterclockwise", "grow"]
@@ -289,3 +290,22 @@ def test_image_weights_load_without_the_stem_max_pool():
 def test_load_domain_names_an_unknown_domain():
     with pytest.raises(ValueError, match="domain must be one of A, B"):
         load_domain("/nonexistent", "C", TRANSFER_PRESETS["smoke"])
+
+
+@pytest.mark.parametrize("arch", ["tsm", "i3d"])
+def test_save_video_model_rebuilds_the_same_network_alone(arch, tmp_path):
+    torch.manual_seed(0)
+    image = image_backbone("test_resnet", small_input_stem=arch == "tsm")
+    kw = dict(num_classes=3, num_frames=4, img_size=32, drop_rate=0.0)
+    model = TSM(image, fold_div=4, **kw) if arch == "tsm" else I3D(image, **kw)
+    extra = {"fold_div": 4} if arch == "tsm" else {}
+    path = save_video_model(model, tmp_path / "m.pt", backbone="test_resnet", classes=["a", "b", "c"],
+                            frame_stride=4, small_input_stem=arch == "tsm", drop_rate=0.0, **extra)
+    loaded, info = vl.models.load_model(path, with_info=True)
+    x = torch.randn(2, 3, 4, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert info.class_names == ["a", "b", "c"] and info.frame_stride == 4 and info.name == f"test_{arch}"
+    with pytest.raises(TypeError, match="TSN, TSM or I3D"):
+        save_video_model(torch.nn.Linear(2, 2), tmp_path / "x.pt", backbone="test_resnet", classes=[], frame_stride=1)

@@ -10,24 +10,6 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class DataPrepSettings:
-    """01_data_preparation."""
-
-    num_frames: int = 8  # frames per clip
-    stride: int = 2  # native frames between sampled frames
-    clip_size: int = 32  # crop size fed to models
-    batch_size: int = 16
-    throughput_clips: int = 384  # clips timed in the loader benchmark
-    loader_workers: int = 2
-
-
-DATA_PREP = {
-    "smoke": DataPrepSettings(throughput_clips=48, batch_size=8),
-    "cpu": DataPrepSettings(),
-    "gpu": DataPrepSettings(num_frames=16, clip_size=112, throughput_clips=1024, loader_workers=8),
-}
-
-@dataclass(frozen=True)
 class Lesson:
     """One thing a notebook's run must show, checked by ``python -m vidlab run --check``.
 
@@ -44,18 +26,12 @@ class Lesson:
     presets: tuple[str, ...] = ("cpu", "gpu")
 
 
-# 01_data_preparation: what its run must show (beside DATA_PREP; see ``lessons_for``)
-LESSONS = (
-    Lesson("loader_vs_decode", ">=", 0.7, why="the DataLoader (LOADER_WORKERS processes) keeps up with raw PyAV decoding"),
-)
-
-
 def _tables() -> dict[str, dict[str, Any]]:
     """notebook -> its ``{preset: settings}`` table (recipe modules are imported here, on first use)."""
-    from vidlab.train import finetune, pretraining, transfer
+    from vidlab.recipes import data_prep, finetune, pretraining, transfer
 
     return {
-        "01_data_preparation": DATA_PREP,
+        "01_data_preparation": data_prep.DATA_PREP,
         "02_self_supervised_pretraining": pretraining.PRETRAIN_PRESETS,
         "03_finetuning": finetune.FINETUNE_PRESETS,
         "04_transfer_learning": transfer.TRANSFER_PRESETS,

@@ -34,18 +34,32 @@ from vidlab.models.weights import (
     timm_cached_weights,
 )
 
-__all__ = ["TSN", "TSM", "I3D", "TemporalShift", "temporal_shift", "inflate_2d_to_3d", "InflatedConv3d"]
+__all__ = ["TSN", "TSM", "I3D", "TemporalShift", "temporal_shift", "inflate_2d_to_3d", "InflatedConv3d",
+           "small_input_stem_"]
 
 
 # ----------------------------------------------------------------------------- backbone helpers
 
-def _create_backbone(backbone: str | nn.Module, backbone_checkpoint: str | os.PathLike | None) -> nn.Module:
-    """A timm model without classifier (``num_classes=0``), 2D weights loaded from a local file if given."""
+def small_input_stem_(resnet: nn.Module) -> nn.Module:
+    """Drop a timm ResNet's stem max-pool (in place), as ResNets for tiny (CIFAR-size) images do:
+    feature maps keep twice the resolution. Returns ``resnet``."""
+    if not isinstance(getattr(resnet, "maxpool", None), nn.MaxPool2d):
+        raise ValueError(f"small_input_stem needs a timm ResNet with a stem max-pool; {type(resnet).__name__} has none")
+    resnet.maxpool = nn.Identity()
+    return resnet
+
+
+def _create_backbone(backbone: str | nn.Module, backbone_checkpoint: str | os.PathLike | None,
+                     small_input_stem: bool = False) -> nn.Module:
+    """A timm model without classifier (``num_classes=0``), 2D weights loaded from a local file if given;
+    ``small_input_stem`` drops its stem max-pool (:func:`small_input_stem_`)."""
     if isinstance(backbone, nn.Module):
         if backbone_checkpoint is not None:
             raise ValueError("backbone_checkpoint only applies when backbone is a timm model name")
-        return backbone
+        return small_input_stem_(backbone) if small_input_stem else backbone
     model = timm.create_model(backbone, pretrained=False, num_classes=0)
+    if small_input_stem:
+        small_input_stem_(model)
     if backbone_checkpoint is not None:
         path = Path(backbone_checkpoint)
         state = load_state_dict_file(path)
@@ -64,7 +78,7 @@ def _frames_to_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """``(B, C, T, H, W)`` -> ``(B*T, C, H, W)`` (frames of a clip adjacent), and ``T``.
 
     The frames are laid out channels-last (NHWC) in memory, the layout oneDNN and cuDNN run 2D
-    convolutions fastest in: TSN / TSM of ``test_resnet`` train 1.1-1.4x faster on 2 CPU cores.
+    convolutions fastest in (``benchmarks/training.py`` measures it).
     """
     if x.ndim != 5:
         raise ValueError(f"expected a clip batch (B, C, T, H, W), got shape {tuple(x.shape)}")
@@ -126,9 +140,10 @@ class TSN(_LiftedBase):
     """
 
     def __init__(self, backbone: str | nn.Module = "resnet18", num_classes: int = 400, drop_rate: float = 0.5,
-                 num_frames: int = 8, img_size: int = 224, backbone_checkpoint: str | os.PathLike | None = None) -> None:
+                 num_frames: int = 8, img_size: int = 224, backbone_checkpoint: str | os.PathLike | None = None,
+                 small_input_stem: bool = False) -> None:
         super().__init__()
-        self.backbone = _create_backbone(backbone, backbone_checkpoint)
+        self.backbone = _create_backbone(backbone, backbone_checkpoint, small_input_stem)
         name = backbone if isinstance(backbone, str) else type(backbone).__name__
         self._init_head(self.backbone.num_features, num_classes, drop_rate, num_frames, img_size, "tsn", name)
 
@@ -197,8 +212,8 @@ class TSM(TSN):
 
     def __init__(self, backbone: str | nn.Module = "resnet18", num_classes: int = 400, drop_rate: float = 0.5,
                  num_frames: int = 8, img_size: int = 224, fold_div: int = 8,
-                 backbone_checkpoint: str | os.PathLike | None = None) -> None:
-        super().__init__(backbone, num_classes, drop_rate, num_frames, img_size, backbone_checkpoint)
+                 backbone_checkpoint: str | os.PathLike | None = None, small_input_stem: bool = False) -> None:
+        super().__init__(backbone, num_classes, drop_rate, num_frames, img_size, backbone_checkpoint, small_input_stem)
         self.num_shifted_blocks = insert_temporal_shift(self.backbone, num_frames, fold_div)
         self.default_cfg["architecture"] = "tsm"
 
@@ -318,11 +333,11 @@ class I3D(_LiftedBase):
 
     def __init__(self, backbone: str | nn.Module = "resnet18", num_classes: int = 400, drop_rate: float = 0.5,
                  num_frames: int = 8, img_size: int = 224, stem_time_kernel: int = 5, block_time_kernel: int = 3,
-                 backbone_checkpoint: str | os.PathLike | None = None) -> None:
+                 backbone_checkpoint: str | os.PathLike | None = None, small_input_stem: bool = False) -> None:
         super().__init__()
-        source = _create_backbone(backbone, backbone_checkpoint)
         if isinstance(backbone, nn.Module):
-            source = copy.deepcopy(source)
+            backbone = copy.deepcopy(backbone)  # the caller's 2D model stays as it is
+        source = _create_backbone(backbone, backbone_checkpoint, small_input_stem)
         source.reset_classifier(0, global_pool="")  # we pool over (T, H, W) ourselves
         self.backbone = inflate_2d_to_3d(source, stem_time_kernel, block_time_kernel)
         name = backbone if isinstance(backbone, str) else type(backbone).__name__
@@ -332,7 +347,7 @@ class I3D(_LiftedBase):
         """``(B, 3, T, H, W)`` -> ``(B, F, T, h, w)`` (time is never strided).
 
         The clip is laid out channels-last (NDHWC) in memory, where oneDNN's 3D convolutions run
-        faster (about 1.2x training of ``test_resnet`` on 2 CPU cores).
+        faster.
         """
         if x.ndim != 5:
             raise ValueError(f"expected a clip batch (B, C, T, H, W), got shape {tuple(x.shape)}")

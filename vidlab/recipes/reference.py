@@ -32,8 +32,8 @@ _COST = {"smoke": "a few seconds", "cpu": "about 3-5 minutes on 2 CPU cores", "g
 def reference_geometry(preset: str) -> Any:
     """Notebook 02's clip geometry and ViT size for ``preset`` with the reference tokens:
     tubelets spanning all frames, 4x4-px patches (at the ``gpu`` size, where 4x4 px would give
-    thousands of tokens, the preset's own patch). A :class:`~vidlab.train.pretraining.PretrainSettings`."""
-    from vidlab.train.pretraining import PRETRAIN_PRESETS
+    thousands of tokens, the preset's own patch). A :class:`~vidlab.recipes.pretraining.PretrainSettings`."""
+    from vidlab.recipes.pretraining import PRETRAIN_PRESETS
 
     _check_preset(preset)
     geometry = PRETRAIN_PRESETS[preset]
@@ -42,16 +42,16 @@ def reference_geometry(preset: str) -> Any:
 
 
 def reference_settings(preset: str) -> Any:
-    """Notebook 03's fine-tuning recipe (:class:`~vidlab.train.finetune.FinetuneSettings`) for
+    """Notebook 03's fine-tuning recipe (:class:`~vidlab.recipes.finetune.FinetuneSettings`) for
     ``preset`` with the max-pooling head."""
-    from vidlab.train.finetune import FINETUNE_PRESETS
+    from vidlab.recipes.finetune import FINETUNE_PRESETS
 
     _check_preset(preset)
     return dataclasses.replace(FINETUNE_PRESETS[preset], global_pool=GLOBAL_POOL)
 
 
 def _check_preset(preset: str) -> None:
-    from vidlab.train.finetune import FINETUNE_PRESETS
+    from vidlab.recipes.finetune import FINETUNE_PRESETS
 
     if preset not in FINETUNE_PRESETS:
         raise ValueError(f"reference classifier: preset={preset!r} unknown; choose one of {', '.join(FINETUNE_PRESETS)}")
@@ -59,17 +59,17 @@ def _check_preset(preset: str) -> None:
 
 def load_reference_data(data_dir: str | os.PathLike, preset: str, *, workers: int | None = None,
                         progress: bool = True) -> Any:
-    """Train / val / test clips (:class:`~vidlab.train.supervised.ClipData`) at the reference
+    """Train / val / test clips (:class:`~vidlab.data.clips.ClipData`) at the reference
     geometry, with notebook 03's augmentation and test views. Decoded once."""
-    from vidlab.train import finetune, pretraining
+    from vidlab.recipes import finetune, pretraining
 
-    return finetune.load_data(data_dir, pretraining.encoder_config(reference_geometry(preset)),
+    return finetune.load_data(data_dir, pretraining.clip_geometry(reference_geometry(preset)),
                               reference_settings(preset), workers=workers, progress=progress)
 
 
 def build_reference_model(preset: str, num_classes: int) -> nn.Module:
     """A freshly initialised reference ViT (registry model, so :func:`~vidlab.models.save_model` can store it)."""
-    from vidlab.train import pretraining
+    from vidlab.recipes import pretraining
 
     return pretraining.build_encoder(reference_geometry(preset), num_classes, global_pool=GLOBAL_POOL)
 
@@ -90,8 +90,8 @@ def train_reference_classifier(
     Returns ``train_and_test``'s dict (``test_top1``, ``history``, ``test``, ``train_seconds``, ...)
     plus ``model`` (trained, eval mode), ``classes``, ``preset``, ``seed`` and ``stride``.
     """
-    from vidlab.train import finetune
-    from vidlab.train.supervised import train_and_test
+    from vidlab.recipes import finetune
+    from vidlab.recipes.supervised import train_and_test
 
     settings = reference_settings(preset)
     if data is None:

@@ -1,5 +1,7 @@
-"""Training: the loop (``fit``, ``train_one_epoch``, ``evaluate``), optimizers and schedules,
-metrics, resumable weights-only checkpoints and parameter-efficient fine-tuning (``vidlab.train.peft``).
+"""Training: the one loop (``fit`` by epochs, ``fit_steps`` by optimizer steps, both over
+``train_one_epoch``; ``evaluate``), optimizers and schedules, metrics, resumable weights-only
+checkpoints, parameter-efficient fine-tuning (``vidlab.train.peft``) and self-supervised
+objectives (``vidlab.train.ssl``).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from vidlab.train.checkpoint import (
     unwrap_model,
 )
 from vidlab.train.engine import (
+    AMP_DTYPES,
     History,
     StepContext,
     StepOutput,
@@ -20,19 +23,29 @@ from vidlab.train.engine import (
     epoch_seed,
     evaluate,
     fit,
+    make_scaler,
     seed_loader_for_epoch,
     train_one_epoch,
 )
 from vidlab.train.metrics import aggregate_views, confusion_matrix, per_class_accuracy, topk_accuracy
-from vidlab.train.optim import build_optimizer, cosine_with_warmup, param_groups_weight_decay
+from vidlab.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    cosine_with_warmup,
+    param_groups_layer_decay,
+    param_groups_weight_decay,
+)
+from vidlab.train.steps import fit_steps
 
 __all__ = [
+    "AMP_DTYPES",
     "History",
     "StepContext",
     "StepOutput",
     "TrainConfig",
     "aggregate_views",
     "build_optimizer",
+    "build_scheduler",
     "capture_rng_state",
     "confusion_matrix",
     "cosine_with_warmup",
@@ -40,7 +53,10 @@ __all__ = [
     "epoch_seed",
     "evaluate",
     "fit",
+    "fit_steps",
+    "make_scaler",
     "load_checkpoint_into",
+    "param_groups_layer_decay",
     "param_groups_weight_decay",
     "peft",
     "per_class_accuracy",

@@ -1,4 +1,5 @@
-"""The training loop, torchvision-references style: ``train_one_epoch``, ``evaluate``, ``fit``.
+"""The training loop, torchvision-references style: ``train_one_epoch`` and ``fit`` (``evaluate``
+lives in :mod:`vidlab.train.evaluation`; ``fit_steps``, the step-budgeted entry, in :mod:`vidlab.train.steps`).
 
 Batches are dicts: ``batch["video"]`` float ``(B, C, T, H, W)`` (or ``(B, V, C, T, H, W)`` for
 multi-view evaluation), ``batch["label"]`` long ``(B,)``, ``batch["path"]`` list of str.
@@ -34,12 +35,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vidlab.train.checkpoint import load_checkpoint_into, save_checkpoint, to_primitives, unwrap_model
-from vidlab.train.metrics import aggregate_views, confusion_matrix, per_class_accuracy, topk_accuracy
-from vidlab.train.optim import build_optimizer, cosine_with_warmup
+from vidlab.train.evaluation import AMP_DTYPES, evaluate
+from vidlab.train.metrics import topk_accuracy
+from vidlab.train.optim import build_optimizer, build_scheduler
 from vidlab.utils import get_device, set_seed
-
-AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 @dataclass
 class TrainConfig:
@@ -100,10 +99,11 @@ class TrainConfig:
 
 @dataclass
 class StepOutput:
-    """What a step function returns: the scalar ``loss`` to back-propagate and the ``logits`` ``(B, K)``."""
+    """What a step function returns: the scalar ``loss`` to back-propagate and the ``logits`` ``(B, K)``
+    (``None`` for objectives without classes, e.g. self-supervised pretraining: no accuracy is kept)."""
 
     loss: torch.Tensor
-    logits: torch.Tensor
+    logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -172,7 +172,14 @@ def _is_finite(value: torch.Tensor) -> bool:
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:
-    return int(batch["label"].shape[0])
+    if "label" in batch:
+        return int(batch["label"].shape[0])
+    return int(batch["video"].shape[0])
+
+
+def make_scaler(cfg: TrainConfig, device: torch.device) -> torch.amp.GradScaler:
+    """The fp16 loss scaler (enabled only for ``cfg.amp`` with ``cfg.amp_dtype == "float16"``)."""
+    return torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16")
 
 
 def _warn_free_scheduler_step(scheduler: Any) -> None:
@@ -195,10 +202,13 @@ def train_one_epoch(
     step_fn: StepFn | None = None,
     progress: bool = True,
     global_step: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+    desc: str | None = None,
 ) -> dict[str, Any]:
     """One pass over ``loader``; returns ``{"loss", "top1", "lr", "seconds", "steps", "skipped_steps",
-    "nonfinite_losses", "samples", "samples_per_s", "grad_scale"}`` (``grad_scale``: the fp16
-    GradScaler's scale after the epoch, ``None`` without one).
+    "nonfinite_losses", "samples", "samples_per_s", "grad_scale", "step_losses"}`` (``grad_scale``:
+    the fp16 GradScaler's scale after the epoch, ``None`` without one; ``step_losses``: the mean
+    loss of every applied optimizer step, in order).
 
     ``lr`` is the learning rate of the epoch's last optimizer step (first param group).
     ``loss``/``top1`` average over micro-batches with a finite loss (weighted by batch size).
@@ -207,6 +217,8 @@ def train_one_epoch(
     their total norm is computed (and clipped to ``cfg.clip_grad_norm``); a window with a
     non-finite loss or gradient norm is skipped: gradients are dropped, nothing is applied,
     ``skipped_steps`` counts it. The scheduler steps once per optimizer step (skipped or not).
+    ``top1`` is ``nan`` when the step function returns no logits (or batches hold no labels).
+    ``on_step(global_step, loss)`` is called after every applied optimizer step.
     """
     device = get_device(device) if isinstance(device, str) else device
     step_fn = step_fn or default_step
@@ -221,7 +233,9 @@ def train_one_epoch(
     loss_sum = correct_sum = 0.0
     seen = 0
     steps = skipped = nonfinite_losses = 0
-    window = {"ok": True, "has_grad": False, "pending": False}
+    scored = 0  # samples with logits and labels (the accuracy's denominator)
+    step_losses: list[float] = []
+    window = {"ok": True, "has_grad": False, "pending": False, "loss": 0.0}
     last_lr = float(optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
 
@@ -245,15 +259,19 @@ def train_one_epoch(
                 applied = True
             if use_scaler:
                 scaler.update()  # shrinks the scale after an overflow
-        if not applied:
+        if applied:
+            step_losses.append(window["loss"])
+            if on_step is not None:
+                on_step(global_step + steps + 1, window["loss"])
+        else:
             skipped += 1
         optimizer.zero_grad(set_to_none=True)
-        window.update(ok=True, has_grad=False, pending=False)
+        window.update(ok=True, has_grad=False, pending=False, loss=0.0)
         steps += 1
         if scheduler is not None:
             _warn_free_scheduler_step(scheduler)
 
-    bar = tqdm(loader, total=num_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    bar = tqdm(loader, total=num_batches, desc=desc or f"epoch {epoch}", disable=not progress, leave=False)
     for batch_index, batch in enumerate(bar):
         window_start = (batch_index // cfg.accum_steps) * cfg.accum_steps
         window_size = cfg.accum_steps if num_batches is None else min(cfg.accum_steps, num_batches - window_start)
@@ -275,9 +293,13 @@ def train_one_epoch(
             (scaler.scale(scaled) if use_scaler else scaled).backward()
             window["has_grad"] = True
             n = _batch_size(batch)
-            loss_sum += loss.item() * n
-            label = batch["label"].to(out.logits.device)
-            correct_sum += topk_accuracy(out.logits.detach().float(), label, ks=(1,))[1] * n
+            value = loss.item()
+            window["loss"] += value / window_size
+            loss_sum += value * n
+            if out.logits is not None and "label" in batch:
+                label = batch["label"].to(out.logits.device)
+                correct_sum += topk_accuracy(out.logits.detach().float(), label, ks=(1,))[1] * n
+                scored += n
             seen += n
         else:  # no backward: the whole window is skipped anyway
             window["ok"] = False
@@ -295,7 +317,7 @@ def train_one_epoch(
     seconds = time.perf_counter() - start
     return {
         "loss": loss_sum / seen if seen else float("nan"),
-        "top1": correct_sum / seen if seen else float("nan"),
+        "top1": correct_sum / scored if scored else float("nan"),
         "lr": last_lr,
         "seconds": seconds,
         "steps": steps,
@@ -304,90 +326,7 @@ def train_one_epoch(
         "samples": seen,
         "samples_per_s": seen / seconds if seconds > 0 else float("nan"),
         "grad_scale": float(scaler.get_scale()) if use_scaler else None,
-    }
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable[Mapping[str, Any]],
-    *,
-    device: torch.device | str,
-    num_classes: int,
-    amp: bool = False,
-    amp_dtype: str = "bfloat16",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Clip- and video-level metrics over ``loader``.
-
-    Batches hold ``video`` ``(B, C, T, H, W)`` or ``(B, V, C, T, H, W)`` (V views per video).
-    Clip level treats each view as its own sample; video level averages the softmax over the
-    V views (:func:`aggregate_views`). Returns::
-
-        {"loss": mean clip cross entropy, "clip_top1", "clip_top5", "video_top1", "video_top5",
-         "top1", "top5" (= video level), "num_videos", "num_clips",
-         "confusion_matrix": (K, K) int64 (video level), "per_class_accuracy": (K,) float,
-         "predictions": {"path": [str], "label": (N,), "pred": (N,), "prob": (N, K)}}
-    """
-    device = get_device(device) if isinstance(device, str) else device
-    model.eval()
-    dtype = AMP_DTYPES[amp_dtype]
-    loss_sum = 0.0
-    clip_correct = {1: 0.0, 5: 0.0}
-    num_clips = 0
-    paths: list[Any] = []
-    labels, probs = [], []
-    bar = tqdm(loader, desc="eval", disable=not progress, leave=False)
-    for batch in bar:
-        video = batch["video"].to(device, non_blocking=True)
-        label = batch["label"].to(device, non_blocking=True)
-        if video.ndim == 6:
-            b, v = video.shape[:2]
-            video = video.flatten(0, 1)
-        elif video.ndim == 5:
-            b, v = video.shape[0], 1
-        else:
-            raise ValueError(
-                f"evaluate: batch['video'] must be (B, C, T, H, W) or (B, V, C, T, H, W), got {tuple(video.shape)}"
-            )
-        with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
-            logits = model(video)
-        logits = logits.float()
-        if logits.ndim != 2 or logits.shape[1] != num_classes:
-            raise ValueError(
-                f"evaluate: the model returned logits {tuple(logits.shape)}, expected (N, num_classes={num_classes})"
-            )
-        clip_label = label.repeat_interleave(v)
-        loss_sum += nn.functional.cross_entropy(logits, clip_label, reduction="sum").item()
-        for k, acc in topk_accuracy(logits, clip_label, ks=(1, 5)).items():
-            clip_correct[k] += acc * logits.shape[0]
-        num_clips += logits.shape[0]
-        probs.append(aggregate_views(logits.view(b, v, num_classes)).cpu())
-        labels.append(label.cpu())
-        batch_paths = batch.get("path") if isinstance(batch, Mapping) else None
-        paths.extend(list(batch_paths) if batch_paths is not None else [None] * b)
-    bar.close()
-
-    if num_clips == 0:
-        raise ValueError("evaluate: the loader yielded no batches")
-    prob = torch.cat(probs)
-    target = torch.cat(labels)
-    pred = prob.argmax(dim=1)
-    video_acc = topk_accuracy(prob, target, ks=(1, 5))
-    cm = confusion_matrix(pred, target, num_classes)
-    return {
-        "loss": loss_sum / num_clips,
-        "clip_top1": clip_correct[1] / num_clips,
-        "clip_top5": clip_correct[5] / num_clips,
-        "video_top1": video_acc[1],
-        "video_top5": video_acc[5],
-        "top1": video_acc[1],
-        "top5": video_acc[5],
-        "num_videos": int(target.shape[0]),
-        "num_clips": num_clips,
-        "confusion_matrix": cm,
-        "per_class_accuracy": per_class_accuracy(cm),
-        "predictions": {"path": paths, "label": target, "pred": pred, "prob": prob},
+        "step_losses": step_losses,
     }
 
 
@@ -485,15 +424,9 @@ def fit(
             model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
             betas=cfg.betas,
         )
-    if cfg.scheduler == "cosine":
-        scheduler = cosine_with_warmup(
-            optimizer, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio
-        )
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-        )
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16")
+    scheduler = build_scheduler(optimizer, cfg.scheduler, warmup_steps=warmup_steps, total_steps=total_steps,
+                                min_lr_ratio=cfg.min_lr_ratio)
+    scaler = make_scaler(cfg, device)
 
     history = History()
     best_state: dict[str, torch.Tensor] | None = None

@@ -9,6 +9,8 @@ Parameter-efficient fine-tuning shrinks the last two and often the activations.
 """
 from __future__ import annotations
 
+import os
+import resource
 from typing import Any
 
 import torch
@@ -61,3 +63,32 @@ def training_memory(model: nn.Module, batch: torch.Tensor, *, optimizer_states_p
     else:
         parts["total"] = sum(parts.values())
     return parts
+
+
+def process_rss_bytes() -> int:
+    """Resident memory of this process now (Linux ``/proc``); elsewhere the lifetime peak RSS."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: lifetime peak RSS (kB on Linux, bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if os.uname().sysname == "Darwin" else peak * 1024
+
+
+class PeakMemory:
+    """Peak memory of a training run: ``torch.cuda.max_memory_allocated`` on a GPU, on a CPU the
+    largest process RSS seen at :meth:`sample` (call it after every step, e.g. as ``on_step``)."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.rss = process_rss_bytes()
+
+    def sample(self, *_: Any) -> None:
+        if self.device.type != "cuda":
+            self.rss = max(self.rss, process_rss_bytes())
+
+    @property
+    def bytes(self) -> int:
+        return int(torch.cuda.max_memory_allocated(self.device)) if self.device.type == "cuda" else int(self.rss)

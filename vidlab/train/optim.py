@@ -1,4 +1,5 @@
-"""Optimizers with sensible weight-decay groups, and the per-step cosine schedule with warmup."""
+"""Optimizers with sensible weight-decay (and layer-wise learning-rate) groups, and the per-step
+schedules: cosine with warmup, or warmup then constant."""
 from __future__ import annotations
 
 import math
@@ -126,3 +127,62 @@ def cosine_with_warmup(
         return cosine_factor(step, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio)
 
     return LambdaLR(optimizer, factor)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    kind: str = "cosine",
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
+    """The per-step schedule of :class:`~vidlab.train.TrainConfig`'s ``scheduler``: ``"cosine"``
+    (:func:`cosine_with_warmup`) or ``"constant"`` (linear warmup, then flat)."""
+    if kind == "cosine":
+        return cosine_with_warmup(optimizer, warmup_steps=warmup_steps, total_steps=total_steps,
+                                  min_lr_ratio=min_lr_ratio)
+    if kind == "constant":
+        return LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+    raise ValueError(f"build_scheduler: kind={kind!r}; choose 'cosine' or 'constant'")
+
+
+HEAD_PREFIXES: tuple[str, ...] = ("head.", "fc_norm.")
+
+
+def param_groups_layer_decay(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    lr: float,
+    backbone_lr_scale: float = 1.0,
+    layer_decay: float | None = None,
+    head_prefixes: Iterable[str] = HEAD_PREFIXES,
+) -> list[dict]:
+    """Parameter groups for fine-tuning a pretrained backbone under a fresh head.
+
+    The head (parameters named ``head.*`` / ``fc_norm.*``) trains at ``lr``; the backbone at
+    ``lr * backbone_lr_scale``, and with ``layer_decay`` each block further from the head is
+    scaled down once more (BEiT / MAE layer-wise decay, computed by timm's
+    :func:`timm.optim.param_groups_layer_decay` from the model's ``group_matcher``). No weight
+    decay on 1-d parameters and on the model's ``no_weight_decay()`` names. Each group holds its
+    ``lr`` (already scaled, so a ``LambdaLR`` schedule keeps the ratios), ``lr_scale`` and
+    ``is_head``; frozen parameters are left out.
+    """
+    from timm.optim import param_groups_layer_decay as timm_layer_decay
+
+    prefixes = tuple(head_prefixes)
+    head_ids = {id(p) for name, p in model.named_parameters() if name.startswith(prefixes)}
+    groups = timm_layer_decay(model, weight_decay, no_weight_decay_list=tuple(_no_decay_names_from_model(model)),
+                              layer_decay=1.0 if layer_decay is None else layer_decay)
+    out = []
+    for group in groups:
+        for is_head in (True, False):
+            params = [p for p in group["params"] if (id(p) in head_ids) == is_head]
+            if params:
+                scale = 1.0 if is_head else backbone_lr_scale * group["lr_scale"]
+                out.append({"params": params, "weight_decay": group["weight_decay"], "lr": lr * scale,
+                            "lr_scale": scale, "is_head": is_head})
+    if not out:
+        raise ValueError(f"param_groups_layer_decay: {type(model).__name__} has no trainable parameters")
+    return out

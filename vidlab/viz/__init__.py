@@ -8,6 +8,7 @@ _EXPORTS = {
     "frame_grid": "clips", "video_html": "clips", "show_video": "clips", "plot_sampling": "clips",
     "dataset_browser": "widgets",
     "plot_history": "plots", "plot_confusion": "plots", "plot_per_class": "plots", "plot_bars": "plots",
+    "plot_pair_confusions": "transfer", "plot_label_budget": "transfer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,28 +1,25 @@
-"""One supervised experiment in a few lines: cached clips in, trained model and test metrics out.
+"""Labelled clips decoded once: train / val / test clip datasets of one domain (:class:`ClipData`).
 
-The notebooks compare many training runs (fine-tuning methods, label budgets, TSN vs TSM vs
-3D, domains). Each run is the same recipe: decode the splits once into memory
-(:class:`~vidlab.data.cache.DecodedVideos`), sample clips with the usual samplers and
-transforms, ``fit`` on train with validation, then a multi-view test. This module is that
-recipe, so a notebook cell can say *what* differs between runs.
+:func:`load_clip_data` decodes the splits once into memory (:class:`~vidlab.data.cache.DecodedVideos`)
+and wraps them with the usual samplers and transforms: a random clip with augmentation for
+training, the centre clip for validation, several evenly spaced clips per test video.
+:meth:`ClipData.with_train_budget` keeps a few labelled videos per class (label-efficiency runs).
 
-Layouts: training batches ``(B, C, T, H, W)``; test batches ``(B, V, C, T, H, W)`` (V views).
+Layouts: training items ``(C, T, H, W)``; test items ``(V, C, T, H, W)`` (V views).
 """
 from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
-from vidlab.data.cache import CachedClipDataset, DecodedVideos, cached_loader
+from vidlab.data.cache import CachedClipDataset, DecodedVideos
 from vidlab.data.transforms import eval_transform, train_transform
-from vidlab.train.engine import History, TrainConfig, evaluate, fit
-from vidlab.train.peft import trainable_parameters
+
+__all__ = ["ClipData", "load_clip_data", "repeat_dataset"]
 
 
 @dataclass
@@ -109,46 +106,3 @@ def load_clip_data(
     val = CachedClipDataset(decoded[val_split], sampler="center", transform=evaluation, **common)
     test = CachedClipDataset(decoded[test_split], sampler="multi", num_clips=test_views, transform=evaluation, **common)
     return ClipData(train, val, test, decoded[train_split].classes)
-
-
-def train_and_test(
-    model: nn.Module,
-    data: ClipData,
-    cfg: TrainConfig,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 32,
-    workers: int = 0,
-    step_fn: Any = None,
-    checkpoint_path: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """``fit`` on ``data.train`` (validating on ``data.val``), then test on ``data.test``.
-
-    Returns ``history`` (:class:`~vidlab.train.History`), ``test`` (the ``evaluate`` dict:
-    ``top1`` video-level, ``clip_top1``, confusion matrix, per-class accuracy, predictions),
-    ``test_top1``, ``train_seconds``, ``trainable_params``, ``total_params`` and
-    ``peak_memory_mb`` (CUDA only; ``nan`` on CPU).
-    """
-    device = torch.device(device)
-    train_loader = cached_loader(data.train, batch_size=batch_size, shuffle=True, seed=cfg.seed, num_workers=workers, drop_last=len(data.train) > batch_size)
-    val_loader = cached_loader(data.val, batch_size=batch_size * 2, num_workers=workers)
-    test_loader = cached_loader(data.test, batch_size=batch_size, num_workers=workers)
-    trainable, total = trainable_parameters(model)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    history: History = fit(model, train_loader, val_loader, cfg, device=device, step_fn=step_fn,
-                           checkpoint_path=checkpoint_path, progress=progress, num_classes=data.num_classes)
-    seconds = time.perf_counter() - t0
-    test = evaluate(model, test_loader, device=device, num_classes=data.num_classes, amp=cfg.amp, amp_dtype=cfg.amp_dtype, progress=False)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    return {
-        "history": history,
-        "test": test,
-        "test_top1": float(test["top1"]),
-        "train_seconds": seconds,
-        "trainable_params": trainable,
-        "total_params": total,
-        "peak_memory_mb": peak,
-    }

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from vidlab.data.cache import cached_loader
+from vidlab.data.clips import ClipData, load_clip_data
+from vidlab.data.clips import repeat_dataset as repeat_to
 from vidlab.presets import Lesson
 from vidlab.train.engine import TrainConfig, evaluate, fit
-from vidlab.train.supervised import ClipData, load_clip_data
-from vidlab.train.supervised import repeat_dataset as repeat_to
 from vidlab.utils import atomic_torch_save
 
 __all__ = [
@@ -45,13 +45,12 @@ __all__ = [
     "image_backbone",
     "image_model_of",
     "save_image_model",
+    "save_video_model",
     "still_video_gap",
     "order_sensitivity",
     "repeat_to",
     "train_with_budget",
     "label_budget_curve",
-    "plot_pair_confusions",
-    "plot_label_budget",
 ]
 
 
@@ -86,13 +85,10 @@ TRANSFER_PRESETS: dict[str, TransferSettings] = {
     "smoke": TransferSettings(stride=2, batch_size=12, test_views=1, tsn_epochs=1, tsm_epochs=1, i3d_epochs=1,
                               shift_budgets=(1, 2), shift_steps=2, decode_workers=1, video_lr=6e-3, tsm_fold_div=4,
                               tsm_small_input_stem=True, tsm_warmup_epochs=1.0, tsm_clip_grad_norm=1.0),
-    # measured at cpu (seed 0): TSM with the stem max-pool and fold_div 8 stays at chance after 10
-    # epochs (0.13); on the same image weights without the max-pool, fold_div 4, lr 6e-3: 0.89.
-    # I3D: 8 epochs at 3e-3 ended between 0.79 and 0.87 (still learning); 10 at 6e-3: 0.90
-    # TSM sits at chance for 1-4 epochs before it finds motion, and how long depends on the seed and on
-    # the arithmetic (channels-last frames, seed 0: 0.14 after 10 epochs with a 0.3-epoch warmup).
-    # A 1-epoch warmup, gradient clipping at 1 and 12 epochs: 0.90 / 0.92 (seeds 0 / 2; seed 1 0.91 at 10).
-    # 9 I3D epochs scored 0.85; the domain-B curve keeps 2 and 20 labels per class
+    # TSM runs the image weights without the stem max-pool (tiny frames) and shifts 1/4 of the channels
+    # each way: with the max-pool and 1/8 it stays at chance. It sits at chance for a few epochs before
+    # it finds motion (how long depends on the seed and on rounding), hence the 1-epoch warmup,
+    # clipping and 12 epochs. I3D trains 10 epochs at the larger learning rate.
     "cpu": TransferSettings(video_lr=6e-3, tsm_epochs=12, tsm_fold_div=4, tsm_small_input_stem=True,
                             tsm_warmup_epochs=1.0, tsm_clip_grad_norm=1.0, i3d_epochs=10, shift_budgets=(2, 20)),
     "gpu": TransferSettings(backbone="resnet18", num_frames=16, stride=2, clip_size=112, crop_scale_min=0.5,
@@ -133,7 +129,7 @@ def load_domain(
     color_jitter: float = 0.0,
     progress: bool = True,
 ) -> ClipData:
-    """Decode one domain's train/val/test splits into memory (:func:`~vidlab.train.supervised.load_clip_data`).
+    """Decode one domain's train/val/test splits into memory (:func:`~vidlab.data.clips.load_clip_data`).
 
     Training clips get a random resized crop (no flip: the labels are directions) and, unlike
     the default preset, no colour jitter unless ``color_jitter > 0``: on a 2-core CPU the jitter
@@ -226,13 +222,10 @@ def image_backbone(name: str = "test_resnet", *, small_input_stem: bool = False)
     """
     import timm
 
+    from vidlab.models.lifted import small_input_stem_
+
     model = timm.create_model(name, pretrained=False, num_classes=0)
-    if small_input_stem:
-        if not isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
-            raise ValueError(f"image_backbone: small_input_stem needs a timm ResNet with a stem max-pool; "
-                             f"{name!r} has none")
-        model.maxpool = nn.Identity()
-    return model
+    return small_input_stem_(model) if small_input_stem else model
 
 
 def image_model_of(video_model: nn.Module) -> nn.Module:
@@ -258,6 +251,30 @@ def save_image_model(image_model: nn.Module, path: str | os.PathLike) -> Path:
     state = {k: v.detach().cpu().clone() for k, v in image_model.state_dict().items()}
     atomic_torch_save(state, path)
     return path
+
+
+def save_video_model(model: nn.Module, path: str | os.PathLike, *, backbone: str, classes: Sequence[str],
+                     frame_stride: int, small_input_stem: bool = False, meta: dict[str, Any] | None = None,
+                     **model_kwargs: Any) -> Path:
+    """Save a TSN / TSM / I3D built around a 2D backbone object with :func:`vidlab.models.save_model`,
+    recorded as the registry entry of its architecture with ``backbone=`` the timm name (and
+    ``small_input_stem``), so ``vl.models.load_model(path)`` rebuilds the same network alone.
+
+    ``model_kwargs`` are the other constructor arguments that differ from the defaults (e.g.
+    ``fold_div``, ``drop_rate``); ``num_classes``, ``num_frames`` and ``img_size`` come from the model.
+    """
+    from vidlab.models import list_models, save_model
+    from vidlab.models.lifted import I3D, TSM, TSN
+
+    arch = next((n for cls, n in ((TSM, "tsm"), (TSN, "tsn"), (I3D, "i3d")) if isinstance(model, cls)), None)
+    if arch is None:
+        raise TypeError(f"save_video_model: expected a TSN, TSM or I3D, got {type(model).__name__}")
+    name = f"{arch}_{backbone}" if f"{arch}_{backbone}" in list_models() else f"test_{arch}"
+    cfg = model.default_cfg
+    kwargs = {"backbone": backbone, "small_input_stem": small_input_stem, "num_classes": model.num_classes,
+              "num_frames": cfg["num_frames"], "img_size": cfg["img_size"], **model_kwargs}
+    return save_model(model, path, name=name, model_kwargs=kwargs, class_names=list(classes),
+                      frame_stride=frame_stride, meta=meta)
 
 
 @torch.no_grad()
@@ -352,69 +369,3 @@ def label_budget_curve(
         rows.append({"method": name, "labels_per_class": int(k), "train_videos": result["train_videos"],
                      "test_top1": result["test_top1"], "train_seconds": result["train_seconds"]})
     return rows
-
-
-# ----------------------------------------------------------------------------- plots
-
-def plot_pair_confusions(results: dict[str, dict[str, Any]], classes: Sequence[str],
-                         pairs: Sequence[tuple[str, str]] = DIRECTION_PAIRS) -> Any:
-    """One row per model, one ``2 x 2`` panel per class pair (:func:`pair_confusion`, rows normalised).
-
-    ``results`` maps a model name to its :func:`~vidlab.train.evaluate` dict (``predictions``
-    with ``prob`` and ``label``). A model that cannot tell the two apart shows ~0.5 everywhere.
-    """
-    from matplotlib.figure import Figure
-
-    short = {n: n.replace("rotate_", "").replace("counterclockwise", "ccw").replace("clockwise", "cw")
-             .replace("move_", "") for n in classes}
-    fig = Figure(figsize=(2.6 * len(pairs), 2.4 * len(results)), layout="constrained")
-    axes = fig.subplots(len(results), len(pairs), squeeze=False)
-    for r, (model_name, result) in enumerate(results.items()):
-        prob, label = result["predictions"]["prob"], result["predictions"]["label"]
-        for c, pair in enumerate(pairs):
-            block = pair_confusion(prob, label, classes, pair).double()
-            norm = block / block.sum(dim=1, keepdim=True).clamp_min(1)
-            ax = axes[r, c]
-            ax.imshow(norm.numpy(), vmin=0, vmax=1, cmap="Blues")
-            for i in range(2):
-                for j in range(2):
-                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center",
-                            color="white" if norm[i, j] > 0.6 else "black")
-            ax.set_xticks([0, 1], [short[p] for p in pair], fontsize=8)
-            ax.set_yticks([0, 1], [short[p] for p in pair], fontsize=8)
-            if c == 0:
-                ax.set_ylabel(f"{model_name}\ntrue", fontsize=9)
-            if r == len(results) - 1:
-                ax.set_xlabel("chosen", fontsize=9)
-            total = float(block.sum())
-            ax.set_title(f"pair accuracy {float(block.trace()) / total:.2f}" if total else "no videos", fontsize=9)
-    return fig
-
-
-def plot_label_budget(rows: Sequence[dict[str, Any]], *, chance: float | None = None,
-                      title: str = "domain B test accuracy vs labels") -> Any:
-    """Accuracy vs labelled videos per class (log x axis), one line per method.
-
-    ``rows``: as returned by :func:`label_budget_curve`.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
-
-    fig = Figure(figsize=(6, 3.8), layout="constrained")
-    ax = fig.subplots()
-    for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((r["labels_per_class"], r["test_top1"]) for r in rows if r["method"] == method)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-    if chance is not None:
-        ax.axhline(chance, color="gray", ls=":", label="chance")
-    ax.set_xscale("log")
-    budgets = sorted({r["labels_per_class"] for r in rows})
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("labelled domain-B videos per class")
-    ax.set_ylabel("test top-1 (video level)")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig

@@ -2,7 +2,7 @@
 BitFit, LoRA and adapters on the same backbone, each with one call.
 
 The backbone is the self-supervised encoder of notebook 02 (a :class:`~vidlab.models.VideoViT`
-saved with :func:`vidlab.train.ssl.save_encoder`), or the same architecture from random
+saved with :func:`vidlab.models.save_model`), or the same architecture from random
 initialisation ("scratch"), so every comparison changes exactly one thing.
 """
 from __future__ import annotations
@@ -15,12 +15,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from vidlab.data.clips import ClipData, load_clip_data
+from vidlab.models import create_model
+from vidlab.models.saving import read_model_info
 from vidlab.presets import Lesson
+from vidlab.recipes.supervised import train_and_test
 from vidlab.train import peft
 from vidlab.train.engine import TrainConfig
 from vidlab.train.memory import training_memory
-from vidlab.train.supervised import ClipData, load_clip_data, train_and_test
-from vidlab.utils import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -45,22 +47,17 @@ class FinetuneSettings:
     budget_steps: int = 100  # optimizer steps of each label-budget run, whatever the budget
     test_views: int = 3
     decode_workers: int = 2
-    # Training crops keep 80-100 % of the frame (50-100 % before). Notebook 03, cpu, seed 0, test top-1
-    # pretrained / scratch: all labels 0.725 / 0.740 -> 0.798 / 0.752; 5 per class 0.394 / 0.154 -> 0.412 / 0.177.
-    crop_scale_min: float = 0.8
-    # Token pooling of the head: "avg" (VideoMAE's mean) or "max". Max pooling trains a far better model
-    # from scratch (0.856 with all labels, 0.444 with 5 per class) but not from the pretrained encoder
-    # (0.800, 0.471), so with it the pretraining gain disappears (notebook 03, section 3).
+    crop_scale_min: float = 0.8  # training crops keep this much of the frame or more (small actors)
+    # Token pooling of the head: "avg" (VideoMAE's mean) or "max". Max pooling helps the model from
+    # scratch far more than the pretrained one, so with it the pretraining gain disappears (notebook 03).
     global_pool: str = "avg"
 
 
 FINETUNE_PRESETS = {
     "smoke": FinetuneSettings(epochs=2, peft_epochs=1, batch_size=8, patience=2, label_budgets=(1,), budget_epochs=1,
                               budget_steps=2, warmup_epochs=0.5),
-    # sized for about 6 minutes on 2 CPU cores. Colour jitter off: on a 2-core CPU it costs about as much
-    # as the model step (test top-1 at 6 epochs, one seed each: 0.68 with, 0.64 without); the time
-    # saved buys more epochs (0.76 without jitter at 15 epochs). PEFT: 2 epochs score as 3 did
-    # (seed 0: probe 0.19 / 0.18, partial 0.50 / 0.53, BitFit 0.20 / 0.19, LoRA 0.48 / 0.55, adapters 0.20 / 0.20)
+    # sized for a few minutes on 2 CPU cores. Colour jitter off: on a 2-core CPU it costs about as much
+    # as the model step, and the time saved buys more epochs. PEFT methods score at 2 epochs as at 3.
     "cpu": FinetuneSettings(epochs=10, peft_epochs=2, patience=4, label_budgets=(5,), color_jitter=0.0),
     "gpu": FinetuneSettings(epochs=30, peft_epochs=20, batch_size=64, label_budgets=(5, 20, 50), budget_epochs=20, budget_steps=600, test_views=5, decode_workers=8),
 }
@@ -74,22 +71,21 @@ LESSONS = (
 )
 
 
-def encoder_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The saved config of an encoder checkpoint (model name and clip geometry)."""
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or "config" not in ckpt:
-        raise ValueError(f"{path} is not an encoder checkpoint written by vidlab.train.ssl.save_encoder")
-    return ckpt["config"]
+def encoder_geometry(path: str | os.PathLike) -> dict[str, int]:
+    """The clips a saved encoder (a :func:`vidlab.models.save_model` file) expects:
+    ``num_frames``, ``img_size``, ``frame_stride``."""
+    info, _ = read_model_info(path)
+    return {"num_frames": info.num_frames, "img_size": info.img_size, "frame_stride": info.frame_stride}
 
 
-def load_data(data_dir: str | os.PathLike, encoder_cfg: dict[str, Any], settings: FinetuneSettings, *,
+def load_data(data_dir: str | os.PathLike, geometry: dict[str, int], settings: FinetuneSettings, *,
               workers: int | None = None, progress: bool = True) -> ClipData:
-    """Train / val / test clips at the encoder's geometry (``encoder_cfg``: ``num_frames``, ``stride``,
-    ``img_size``, as :func:`encoder_config` returns) with the recipe's augmentation and test views.
-    Clips ``(C, T, H, W)``; test items ``(V, C, T, H, W)``. Decoded once; ``workers`` defaults to
-    ``settings.decode_workers``."""
-    return load_clip_data(data_dir, num_frames=encoder_cfg["num_frames"], stride=encoder_cfg.get("stride", 2),
-                          size=encoder_cfg["img_size"], test_views=settings.test_views,
+    """Train / val / test clips at the encoder's ``geometry`` (``num_frames``, ``img_size``,
+    ``frame_stride``, as :func:`encoder_geometry` returns) with the recipe's augmentation and test
+    views. Clips ``(C, T, H, W)``; test items ``(V, C, T, H, W)``. Decoded once; ``workers``
+    defaults to ``settings.decode_workers``."""
+    return load_clip_data(data_dir, num_frames=geometry["num_frames"], stride=geometry.get("frame_stride", 2),
+                          size=geometry["img_size"], test_views=settings.test_views,
                           color_jitter=settings.color_jitter, crop_scale=(settings.crop_scale_min, 1.0),
                           workers=settings.decode_workers if workers is None else workers, progress=progress)
 
@@ -99,16 +95,16 @@ def build_backbone(encoder_path: str | os.PathLike, num_classes: int, *, pretrai
     """The encoder's architecture with a fresh ``num_classes`` head: its pretrained weights
     (``pretrained=True``) or a random initialisation of the very same model (scratch).
     ``model_kwargs`` change what the weights do not fix, such as ``global_pool``."""
-    from vidlab.models import create_model
-    from vidlab.train.ssl import _MODEL_KWARGS, load_encoder
-
+    info, state = read_model_info(encoder_path)
+    model = create_model(info.name, **{**info.kwargs, "num_classes": num_classes, **model_kwargs})
     if pretrained:
-        return load_encoder(encoder_path, num_classes, **model_kwargs)
-    cfg = encoder_config(encoder_path)
-    kwargs = {k: cfg[k] for k in _MODEL_KWARGS if k in cfg}
-    kwargs.update(cfg.get("model_kwargs", {}))
-    kwargs.update(model_kwargs)
-    return create_model(cfg["model"], num_classes=num_classes, **kwargs)
+        weights = {k: v for k, v in state.items() if not k.startswith("head.")}
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        missing = [k for k in missing if not k.startswith("head.")]
+        if missing or unexpected:
+            raise ValueError(f"{encoder_path} does not fit {info.name} with {model_kwargs}: "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
 
 
 def _full(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
