@@ -35,7 +35,9 @@ def test_notebook_committed_clean(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs before committing"
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    # the kernel `make` registers (Makefile: ipykernel install --sys-prefix --name vidlab), which has vidlab
+    assert nb["metadata"]["kernelspec"] == {"display_name": "Python (vidlab)", "language": "python", "name": "vidlab"}
+    assert '--name vidlab --display-name "Python (vidlab)"' in (ROOT / "Makefile").read_text()
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
     src = "".join(params[0]["source"])
