@@ -38,6 +38,27 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
+def seeded_loader(
+    dataset: Any,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    loader_class: type | None = None,
+    **kwargs: Any,
+) -> torch.utils.data.DataLoader:
+    """A ``DataLoader`` (or ``loader_class``) whose order and worker seeds are a function of ``seed``:
+    its own seeded generator and :func:`seed_worker`. ``kwargs`` go to the loader (``collate_fn``,
+    ``sampler``, ``persistent_workers``, ...)."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    cls = loader_class or torch.utils.data.DataLoader
+    return cls(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g,
+               worker_init_fn=seed_worker, drop_last=drop_last, **kwargs)
+
+
 def get_device(device: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA when present, else CPU; ``"cpu"``/``"cuda"``/``"cuda:N"`` as given."""
     if device in (None, "", "auto"):

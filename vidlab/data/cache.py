@@ -218,11 +218,7 @@ def cached_loader(
     drop_last: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A seeded ``DataLoader`` over cached clips (no decoding, so 0 workers is usually fastest)."""
-    from vidlab.utils import seed_worker
+    from vidlab.utils import seeded_loader
 
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g,
-        worker_init_fn=seed_worker, drop_last=drop_last,
-    )
+    return seeded_loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers,
+                         drop_last=drop_last)
