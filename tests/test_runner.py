@@ -61,6 +61,7 @@ def test_run_all_reports_failure_and_continues(books, tmp_path, capsys, monkeypa
     assert "2 of 3 notebooks ok" in printed and "1 of 1 lessons hold" in printed
     assert re.search(r"\[01_ok\] cell 5/5 \(0:\d\d\) vl\.record\('answer', 21 \* SCALE, OUTPUT_DIR\)", printed)  # progress
     info = json.loads((out / "summary.json").read_text())
+    assert "Kernel: kernelspec" in summary and info["kernel"] in ("vidlab", "python3")
     assert info["preset"] == "smoke" and [n["notebook"] for n in info["notebooks"]] == ["01_ok", "02_broken", "03_ok_too"]
 
 

@@ -242,10 +242,11 @@ def run_curriculum(
         results.append(res)
         print(f"[vidlab run] {book.name}: {res.status} in {res.seconds:.1f} s {res.error}", flush=True)
     checked = lessons.check_folder(out, preset, [r.name for r in results])
-    text = summary_table(results, preset, out) + "\n" + lessons.lessons_table(checked, preset)
+    text = summary_table(results, preset, out) + f"\nKernel: {kernel_info}.\n\n" + lessons.lessons_table(checked, preset)
     (out / "summary.md").write_text(text, encoding="utf-8")
     summary = {
         "preset": preset,
+        "kernel": kernel,
         "notebooks": [{"notebook": r.name, "status": r.status, "seconds": round(r.seconds, 2), "error": r.error,
                        "metrics": r.metrics} for r in results],
         "lessons": [{"notebook": c.notebook, "lesson": lessons.describe(c.lesson), "status": c.status,
