@@ -59,6 +59,17 @@ def seeded_loader(
                worker_init_fn=seed_worker, drop_last=drop_last, **kwargs)
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module that owns the weights: strips DDP/DataParallel ``.module`` and ``torch.compile``'s ``._orig_mod``."""
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
 def get_device(device: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA when present, else CPU; ``"cpu"``/``"cuda"``/``"cuda:N"`` as given."""
     if device in (None, "", "auto"):

@@ -90,7 +90,7 @@ def save_model(
     (metrics, where it came from). DDP / ``torch.compile`` wrappers are unwrapped.
     """
     from vidlab.data.transforms import DEFAULT_MEAN, DEFAULT_STD
-    from vidlab.train.checkpoint import unwrap_model
+    from vidlab.utils import unwrap_model
 
     model = unwrap_model(model)
     if name is None or model_kwargs is None:

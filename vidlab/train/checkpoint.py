@@ -24,23 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidlab.utils import atomic_torch_save, load_checkpoint
+from vidlab.utils import atomic_torch_save, load_checkpoint, unwrap_model
 
 CHECKPOINT_FORMAT = "vidlab-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
 _PRIMITIVES = (bool, int, float, str, type(None))
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module that owns the weights: strips DDP/DataParallel ``.module`` and ``torch.compile``'s ``._orig_mod``."""
-    while True:
-        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        else:
-            return model
 
 
 def to_primitives(obj: Any, *, where: str = "value") -> Any:
