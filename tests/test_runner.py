@@ -13,7 +13,16 @@ from vidlab import run as runner
 from vidlab.presets import Lesson
 
 
-def _nb(path: Path, body: str, imports: str = "import vidlab as vl") -> Path:
+# what vl.record does, without importing torch in every test kernel (each start costs seconds)
+RECORD = """import json, pathlib
+def record(name, value, out):
+    path = pathlib.Path(out) / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics[name] = value
+    path.write_text(json.dumps(metrics))"""
+
+
+def _nb(path: Path, body: str, imports: str = RECORD) -> Path:
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "vidlab", "display_name": "Python (vidlab)", "language": "python"}
     params = new_code_cell('PRESET = "cpu"  # preset\nOUTPUT_DIR = None  # out\nSEED = 0  # seed\nSCALE = 2  # factor')
@@ -27,9 +36,9 @@ def _nb(path: Path, body: str, imports: str = "import vidlab as vl") -> Path:
 def books(tmp_path, monkeypatch):
     d = tmp_path / "notebooks"
     d.mkdir()
-    _nb(d / "01_ok.ipynb", "vl.record('answer', 21 * SCALE, OUTPUT_DIR)\nvl.record('preset', PRESET, OUTPUT_DIR)")
+    _nb(d / "01_ok.ipynb", "record('answer', 21 * SCALE, OUTPUT_DIR)\nrecord('preset', PRESET, OUTPUT_DIR)")
     _nb(d / "02_broken.ipynb", "x = 1\n\nraise ValueError('boom in cell')")
-    _nb(d / "03_ok_too.ipynb", "vl.record('seed', SEED, OUTPUT_DIR)")
+    _nb(d / "03_ok_too.ipynb", "record('seed', SEED, OUTPUT_DIR)")
     monkeypatch.setattr(runner, "notebooks_dir", lambda: d)
     return d
 
@@ -59,7 +68,7 @@ def test_run_all_reports_failure_and_continues(books, tmp_path, capsys, monkeypa
     assert "<html" in html and "boom in cell" in html  # the failed run is rendered too, with its traceback
     printed = capsys.readouterr().out
     assert "2 of 3 notebooks ok" in printed and "1 of 1 lessons hold" in printed
-    assert re.search(r"\[01_ok\] cell 5/5 \(0:\d\d\) vl\.record\('answer', 21 \* SCALE, OUTPUT_DIR\)", printed)  # progress
+    assert re.search(r"\[01_ok\] cell 5/5 \(0:\d\d\) record\('answer', 21 \* SCALE, OUTPUT_DIR\)", printed)  # progress
     info = json.loads((out / "summary.json").read_text())
     assert "Kernel: kernelspec" in summary and info["kernel"] in ("vidlab", "python3")
     assert info["preset"] == "smoke" and [n["notebook"] for n in info["notebooks"]] == ["01_ok", "02_broken", "03_ok_too"]
