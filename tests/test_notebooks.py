@@ -68,11 +68,24 @@ def _check_04(m: dict, out) -> None:
         assert load_model(out / f"{name}.pt").class_names is not None, name
 
 
+def _check_09(m: dict, out) -> None:
+    assert m["grad_average_max_abs_diff"] < 1e-6
+    assert m["ddp_vs_single_max_abs_diff"] < 1e-5 and m["ddp_steps"] > 0
+    assert m["sharded_eval_top1"] == m["single_eval_top1"] and m["sharded_eval_confusion_equal"] is True
+    assert m["two_node_ok"] is True and m["two_node_max_abs_diff"] < 1e-5
+    assert m["clips_per_s_1proc"] > 0 and m["clips_per_s_2proc"] > 0 and m["threads_per_process_2proc"] == 1
+    assert m["fsdp_bytes_per_process"] < m["ddp_bytes_per_process"] and m["fsdp_vs_ddp_max_abs_diff"] < 1e-5
+    for name in ("allreduce_traffic", "ddp_vs_single", "throughput", "three_launches", "sharded_confusion",
+                 "fsdp_vs_ddp_memory"):
+        assert (out / f"{name}.png").exists(), name
+
+
 CHECKS = {
     "01_data_preparation": _check_01,
     "02_self_supervised_pretraining": _check_02,
     "03_finetuning": _check_03,
     "04_transfer_learning": _check_04,
+    "09_distributed": _check_09,
 }
 
 

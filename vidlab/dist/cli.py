@@ -132,11 +132,12 @@ def _check_split(rows: list, split: str, manifest: Path, max_per_class: int | No
     return n
 
 
-def validate(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
+def validate(args: argparse.Namespace, env: DistEnv, *, check_output: bool = True) -> dict[str, Any]:
     """Check every setting against the world size, the manifest and the output folder.
 
     Runs in each process before it joins the process group, so a wrong setting stops the run
     with one clear message before any training. Returns the resolved values.
+    ``check_output=False`` skips the output-folder check (to rebuild a finished run's data).
     """
     from vidlab.data.manifest import ManifestError, class_names, manifest_path, read_manifest
     from vidlab.models.registry import UnknownModelError, model_entrypoint
@@ -185,7 +186,7 @@ def validate(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
         raise SettingsError(f"--device {args.device}: no CUDA GPU is visible; use auto or cpu")
     out = Path(args.output_dir)
     checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists() and not args.resume and env.restart_count == 0:
+    if check_output and checkpoint.exists() and not args.resume and env.restart_count == 0:
         raise SettingsError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --output-dir")
     return {"model_kwargs": _parse_model_args(args.model_arg), "batch_size": batch, "classes": class_names(rows),
             "manifest": manifest, "counts": counts, "checkpoint": checkpoint, "output_dir": out}

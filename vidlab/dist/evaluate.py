@@ -18,7 +18,7 @@ from torch import nn
 
 from vidlab.dist.env import is_distributed
 from vidlab.train.checkpoint import unwrap_model
-from vidlab.train.engine import evaluate
+from vidlab.train.evaluation import evaluate
 from vidlab.train.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
 
 
