@@ -150,7 +150,9 @@ def test_check_synthetic_metrics():
     assert [g.status for g in got] == ["fail", "pass", "pass", "fail"]  # 0.9 < 0.65 + 0.3; a NaN loss never passes
     assert got[0].bound == pytest.approx(0.95) and got[0].detail == "tsn_top1 = 0.65"
     assert check.evaluate(lessons[0], {"tsm_top1": 0.9}).status == "missing"
-    assert check.evaluate(lessons[1], {"tsm_top1": True}).status == "missing"  # a flag is not a number
+    assert check.evaluate(lessons[1], {"tsm_top1": "n/a"}).status == "missing"  # not a number
+    assert check.evaluate(Lesson("same", ">=", 1), {"same": True}).ok  # a recorded check counts as 1
+    assert check.evaluate(Lesson("same", ">=", 1), {"same": False}).status == "fail"
     assert check.describe(lessons[0]) == "tsm_top1 >= tsn_top1 + 0.3"
     with pytest.raises(ValueError, match="op '=='"):
         check.evaluate(Lesson("a", "==", 1.0), {"a": 1.0})

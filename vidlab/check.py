@@ -47,14 +47,15 @@ def describe(lesson: Lesson) -> str:
 
 
 def metric_value(metrics: Mapping[str, Any], name: str) -> float | None:
-    """``metrics[name]`` as a float; ``"a.b"`` reaches into a dict; ``None`` when absent or not a number."""
+    """``metrics[name]`` as a float (``True`` / ``False``: 1 / 0); ``"a.b"`` reaches into a dict;
+    ``None`` when absent or not a number."""
     value: Any = metrics
     for part in name.split("."):
         if not isinstance(value, Mapping) or part not in value:
             return None
         value = value[part]
-    if isinstance(value, bool):
-        return None
+    if isinstance(value, bool):  # a recorded check: True counts as 1, False as 0
+        return float(value)
     if isinstance(value, str):  # non-finite floats are stored as "nan" / "inf"
         try:
             return float(value)
