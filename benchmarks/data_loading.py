@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/data_loading.py [--data DIR] [--preset cpu] [--clips 512]
 
-Prints one table: clips/s for raw decoding (one process, no transform) and for the full
-loader pipeline (decode + augmentation + collate) with 0, 1 and 2 workers, over the same
-items, and each one's ratio to raw decoding. All figures come from this one run.
+Prints where a 0-worker loader spends its time (decode, transform, collate: ms per clip,
+and the transform on all torch threads for comparison), then one table: clips/s for raw
+decoding (one process, no transform) and for the full loader pipeline (decode + augmentation
++ collate) with 0, 1 and 2 workers, over the same items, and each one's ratio to raw
+decoding. All figures come from this one run.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from vidlab.data.datasets import VideoDataset
 from vidlab.data.synthetic import ensure_dataset
-from vidlab.data.throughput import measure_decode, measure_loader
+from vidlab.data.throughput import measure_decode, measure_loader, measure_stages
 from vidlab.data.transforms import train_transform
 from vidlab.notebook import default_data_dir
 
@@ -42,6 +44,9 @@ def main() -> None:
           f"{args.num_frames} frames (stride {args.stride}) -> {args.size}x{args.size}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads")
+    stages = measure_stages(ds, args.clips, batch_size=args.batch_size)
+    print("# 0-worker breakdown, ms per clip: " + ", ".join(f"{k[:-3]} {v:.2f}" for k, v in stages.items()))
+    measure_decode(ds, min(args.clips, 32), progress=False)  # warm the page cache and the decoder
     raw = measure_decode(ds, args.clips, progress=False)
     rows = [("raw PyAV decode", raw["clips_per_s"])]
     for w in [int(x) for x in args.workers.split(",")]:

@@ -58,3 +58,24 @@ def test_denormalize_round_trip():
 def test_bad_layout_is_clear():
     with pytest.raises(ValueError, match=r"\(T, H, W, C\)"):
         train_transform()(torch.zeros(3, 8, 32, 32, dtype=torch.uint8))
+
+
+def test_clip_transforms_run_on_one_thread_and_restore_the_setting():
+    from torchvision.transforms import v2
+
+    from vidlab.data.transforms import VideoTransform
+
+    seen = []
+
+    def record(video):
+        seen.append(torch.get_num_threads())
+        return video
+
+    tf = VideoTransform(v2.Compose([v2.Lambda(record), v2.ToDtype(torch.float32, scale=True)]))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = tf(torch.zeros(4, 8, 8, 3, dtype=torch.uint8))
+        assert seen == [1] and torch.get_num_threads() == 2 and out.shape == (3, 4, 8, 8)
+    finally:
+        torch.set_num_threads(before)

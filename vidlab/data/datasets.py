@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 from vidlab.data.io import VideoDecodeError, decode_frames
 from vidlab.data.manifest import ManifestRow, class_names, manifest_path, read_manifest
 from vidlab.data.samplers import ClipSampler, make_sampler
-from vidlab.utils import seed_worker
+from vidlab.utils import seeded_loader
 
 
 class TooManySkipsError(RuntimeError):
@@ -170,13 +170,28 @@ class VideoDataset(Dataset):
             self._mark_inflight("")
 
     def _mark_inflight(self, path: str) -> None:
-        """Write the file this worker is decoding, so a dead worker can be named."""
+        """Record the file this worker process is decoding, so a dead worker can be named.
+
+        Only DataLoader worker processes record (a failure in the main process raises there
+        with its own traceback). Each worker keeps its file open and rewrites it in place.
+        """
         if not self.inflight_dir:
             return
         info = get_worker_info()
-        wid = info.id if info is not None else "main"
-        with open(os.path.join(self.inflight_dir, f"worker-{wid}"), "w", encoding="utf-8") as fh:
-            fh.write(path)
+        if info is None:
+            return
+        key = (os.getpid(), self.inflight_dir)
+        fd = _INFLIGHT_FDS.get(key)
+        if fd is None:
+            fd = os.open(os.path.join(self.inflight_dir, f"worker-{info.id}"), os.O_WRONLY | os.O_CREAT, 0o600)
+            _INFLIGHT_FDS[key] = fd
+        data = path.encode("utf-8")
+        os.ftruncate(fd, len(data))
+        os.pwrite(fd, data, 0)
+
+
+# worker process -> open "file in flight" descriptor (one per loader folder)
+_INFLIGHT_FDS: dict[tuple[int, str], int] = {}
 
 
 def subsample_indices_per_class(labels: Sequence[int], per_class: int, *, seed: int = 0) -> list[int]:
@@ -289,8 +304,6 @@ def make_loader(
     """
     if indices is not None and shuffle:
         raise ValueError("make_loader: give either indices or shuffle=True, not both")
-    g = torch.Generator()
-    g.manual_seed(seed)
     kw: dict[str, Any] = {}
     if num_workers > 0:
         kw["persistent_workers"] = persistent_workers
@@ -298,15 +311,6 @@ def make_loader(
             kw["prefetch_factor"] = prefetch_factor
         if multiprocessing_context:
             kw["multiprocessing_context"] = multiprocessing_context
-    return VideoLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        sampler=list(indices) if indices is not None else None,
-        num_workers=num_workers,
-        collate_fn=collate_videos,
-        worker_init_fn=seed_worker,
-        generator=g,
-        drop_last=drop_last,
-        **kw,
-    )
+    return seeded_loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers,
+                         drop_last=drop_last, loader_class=VideoLoader, collate_fn=collate_videos,
+                         sampler=list(indices) if indices is not None else None, **kw)

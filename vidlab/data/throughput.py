@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vidlab.data.datasets import VideoDataset, make_loader
+from vidlab.data.datasets import VideoDataset, collate_videos, make_loader
 from vidlab.data.io import decode_frames
 
 
@@ -55,3 +56,36 @@ def measure_loader(
         clips += n
     seconds = time.perf_counter() - t0 if t0 is not None else float("nan")
     return {"clips": clips, "timed_clips": timed, "seconds": seconds, "clips_per_s": timed / seconds if timed else float("nan"), "num_workers": num_workers, "batch_size": batch_size}
+
+
+def measure_stages(dataset: VideoDataset, num_clips: int, *, batch_size: int = 16, seed: int = 0) -> dict[str, float]:
+    """Where a 0-worker loader spends its time: milliseconds per clip in decoding, the
+    transform and collation, measured stage by stage over the same items in this process.
+
+    Also ``transform_all_threads_ms``: the same transform run on all torch threads (without
+    the one-thread guard of :class:`~vidlab.data.transforms.VideoTransform`), when it has one.
+    """
+    g = torch.Generator().manual_seed(seed)
+    indices = _indices(dataset, num_clips)
+    decoded = []
+    t0 = time.perf_counter()
+    for i in indices:
+        decoded.append(decode_frames(dataset.video_path(i), np.concatenate(dataset.clip_times(i, g))))
+    decode_s = time.perf_counter() - t0
+    transform = dataset.transform or (lambda f: f.permute(3, 0, 1, 2).float().div_(255))
+    t0 = time.perf_counter()
+    items = [{"video": transform(f), "label": 0, "path": "", "index": k} for k, f in enumerate(decoded)]
+    transform_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for k in range(0, len(items), batch_size):
+        collate_videos(items[k:k + batch_size])
+    collate_s = time.perf_counter() - t0
+    out = {"decode_ms": 1e3 * decode_s / num_clips, "transform_ms": 1e3 * transform_s / num_clips,
+           "collate_ms": 1e3 * collate_s / num_clips}
+    raw_apply = getattr(dataset.transform, "_apply", None)
+    if raw_apply is not None and torch.get_num_threads() > 1:
+        t0 = time.perf_counter()
+        for f in decoded:
+            raw_apply(f)
+        out["transform_all_threads_ms"] = 1e3 * (time.perf_counter() - t0) / num_clips
+    return out

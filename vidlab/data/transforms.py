@@ -4,10 +4,17 @@ torchvision's v2 transforms draw their random parameters once per call, so wrapp
 as ``tv_tensors.Video`` of shape ``(T, C, H, W)`` applies the same crop, flip and colour
 change to every frame. The presets here take decoder frames ``(T, H, W, C)`` uint8 and return
 a clip ``(C, T, H, W)`` float (or ``(3, C, T, H, W)`` for three-crop testing).
+
+A clip is small, so its transform runs on one torch thread: splitting a few thousand pixels
+over OpenMP threads costs more than it saves, and on a busy machine a waiting thread can
+stall each op by a scheduler time slice (``benchmarks/data_loading.py`` prints the
+difference). DataLoader workers run on one thread anyway; this makes the 0-worker loader
+(and the decode-once cache) behave the same.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torchvision import tv_tensors
@@ -27,6 +34,20 @@ def to_video(frames: torch.Tensor) -> tv_tensors.Video:
     return tv_tensors.Video(frames.permute(0, 3, 1, 2))
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one torch thread, then restore the previous setting."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class VideoTransform:
     """Run a v2 pipeline on decoder frames and return ``(C, T, H, W)`` (or ``(V, C, T, H, W)``).
 
@@ -39,6 +60,10 @@ class VideoTransform:
         self.per_view = per_view
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        with one_thread():
+            return self._apply(frames)
+
+    def _apply(self, frames: torch.Tensor) -> torch.Tensor:
         out = self.pipeline(to_video(frames))
         if isinstance(out, (tuple, list)):
             views = [self.per_view(v) if self.per_view else v for v in out]
