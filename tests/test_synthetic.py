@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import vidlab.data.synthetic as syn
+import vidlab.data.synthetic.generator as syn_generator
+import vidlab.data.synthetic.world as syn_world
 from vidlab.data.encode import encode_video
 from vidlab.data.manifest import REQUIRED_COLUMNS, OPTIONAL_COLUMNS, read_manifest, splits
 from vidlab.utils import project_root
@@ -111,8 +113,8 @@ def test_motions_move_the_actor_as_named():
 
     def traj(name: str):
         scene_seed, motion_seed, _ = np.random.default_rng(7).integers(0, 2**63, size=3)
-        scene = syn._draw_scene(np.random.default_rng(scene_seed), cfg, "A")
-        return syn._actor_trajectory(syn.CLASSES.index(name), np.random.default_rng(motion_seed), scene, cfg)
+        scene = syn_world._draw_scene(np.random.default_rng(scene_seed), cfg, "A")
+        return syn_world._actor_trajectory(syn.CLASSES.index(name), np.random.default_rng(motion_seed), scene, cfg)
 
     x, y, angle, radius = traj("move_left")
     assert np.all(np.diff(x) < 0) and np.all(np.diff(y) == 0)
@@ -188,7 +190,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(syn, "render_video", failing)
+    monkeypatch.setattr(syn_generator, "render_video", failing)
     with pytest.raises(KeyboardInterrupt):
         syn.generate(tmp_path / "data", preset=TINY, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -202,7 +204,7 @@ def test_generate_refuses_non_empty_folder_and_keeps_a_concurrent_result(tiny_da
     ours = tmp_path / "ours"
     ours.mkdir()
     (ours / "manifest.csv").write_text("not used\n")
-    assert syn._move_into_place(ours, tiny_dataset, overwrite=False) is False
+    assert syn_generator._move_into_place(ours, tiny_dataset, overwrite=False) is False
     assert (tiny_dataset / "manifest.csv").read_bytes() == theirs
 
 
@@ -220,7 +222,7 @@ def test_ensure_dataset_generates_reuses_and_refuses(tmp_path, monkeypatch, caps
     def no_generation(*args, **kwargs):
         raise AssertionError("ensure_dataset regenerated an existing dataset")
 
-    monkeypatch.setattr(syn, "generate", no_generation)
+    monkeypatch.setattr(syn_generator, "generate", no_generation)
     assert syn.ensure_dataset(data_dir, preset="tiny", seed=1) == manifest
     assert capsys.readouterr().out == ""
 
