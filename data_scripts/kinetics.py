@@ -13,7 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
+try:
+    import vidlab  # noqa: F401  (a Python without vidlab gets the command that works, not a bare traceback)
+except ModuleNotFoundError as exc:
+    sys.exit(f"error: {exc} in {sys.executable}. Run this script with the environment's Python "
+             f"(`make venv` creates it), from the repository root: .venv/bin/python data_scripts/{Path(__file__).name} --help")
+
 from vidlab.data.standard import build_kinetics_manifest
+from vidlab.data.standard.cli import add_output_options, exit_code
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,28 +28,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--videos", required=True, help="folder holding the videos (searched recursively)")
     parser.add_argument("--annotations", nargs="+",
                         help="annotation CSV(s): label,youtube_id,time_start,time_end,split (default: *.csv in --videos)")
-    parser.add_argument("--out", help="folder for manifest.csv and rejected.csv (default: --videos)")
     parser.add_argument("--classes", help="text file with one class name per line fixing the label order")
     parser.add_argument("--splits", nargs="+", choices=("train", "val", "test"), help="keep only these splits")
-    parser.add_argument("--workers", type=int, default=2, help="parallel probing processes (default 2)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
+    add_output_options(parser, out_default="--videos")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def run():
         classes = None
         if args.classes:
             lines = Path(args.classes).read_text(encoding="utf-8").splitlines()
             classes = [line.strip() for line in lines if line.strip()]
-        report = build_kinetics_manifest(args.videos, args.out or args.videos, annotations=args.annotations,
-                                         classes=classes, splits=args.splits, workers=args.workers,
-                                         progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if report.accepted else 1
+        return build_kinetics_manifest(args.videos, args.out or args.videos, annotations=args.annotations,
+                                       classes=classes, splits=args.splits, workers=args.workers,
+                                       progress=not args.quiet)
+
+    return exit_code(run)
 
 
 if __name__ == "__main__":

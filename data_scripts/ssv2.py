@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+try:
+    import vidlab  # noqa: F401  (a Python without vidlab gets the command that works, not a bare traceback)
+except ModuleNotFoundError as exc:
+    sys.exit(f"error: {exc} in {sys.executable}. Run this script with the environment's Python "
+             f"(`make venv` creates it), from the repository root: .venv/bin/python data_scripts/{Path(__file__).name} --help")
 
 from vidlab.data.standard import build_ssv2_manifest
+from vidlab.data.standard.cli import add_output_options, exit_code
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,21 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--videos", required=True, help="folder holding {id}.webm (searched recursively)")
     parser.add_argument("--annotations", help="folder with labels.json and something-something-v2-*.json "
                                               "(default: --videos)")
-    parser.add_argument("--out", help="folder for manifest.csv and rejected.csv (default: --videos)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel probing processes (default 2)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
+    add_output_options(parser, out_default="--videos")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        report = build_ssv2_manifest(args.videos, args.out or args.videos, annotations=args.annotations,
-                                     workers=args.workers, progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if report.accepted else 1
+    return exit_code(lambda: build_ssv2_manifest(args.videos, args.out or args.videos, annotations=args.annotations,
+                                                 workers=args.workers, progress=not args.quiet))
 
 
 if __name__ == "__main__":

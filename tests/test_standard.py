@@ -193,7 +193,7 @@ def test_extract_tar_refuses_unsafe_members(tmp_path, kind):
 def test_extract_rar_without_a_tool_says_what_to_install(tmp_path, monkeypatch):
     archive = tmp_path / "UCF101.rar"
     archive.write_bytes(b"Rar!\x1a\x07\x00" + b"\x00" * 32)
-    monkeypatch.setattr("vidlab.data.standard.shutil.which", lambda name: None)
+    monkeypatch.setattr("vidlab.data.standard.fetch.shutil.which", lambda name: None)
     with pytest.raises(ArchiveError, match="unrar") as info:
         extract(archive, tmp_path / "out")
     assert "bsdtar" in str(info.value) and "install" in str(info.value)
