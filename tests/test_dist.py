@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vidlab.dist import cli, launch
+from vidlab.dist import cli, launch, trainer
 from vidlab.dist.comm import ring_allreduce, ring_allreduce_bytes
 from vidlab.dist.env import DistEnv
 from vidlab.dist.evaluate import _shard_summary, merge_evaluations
@@ -147,7 +147,7 @@ def test_ddp_two_processes_equal_one_process_with_twice_the_batch(ddp_run, smoke
     single = tmp_path / "single"
     assert cli.main(_args(smoke_data, single, 2 * BATCH)) == 0
     ddp_w, one_w = _weights(out / "checkpoint.pt"), _weights(single / "checkpoint.pt")
-    start = cli.build_model(cli.build_parser().parse_args(_args(smoke_data, single, 1)),
+    start = trainer.build_model(cli.build_parser().parse_args(_args(smoke_data, single, 1)),
                             {"model_kwargs": {}, "classes": list(range(12))})[0].state_dict()
     assert _max_diff(one_w, start) > 1e-4  # training moved the weights: the comparison can fail
     assert _max_diff(ddp_w, one_w) < 1e-5
@@ -161,9 +161,9 @@ def test_sharded_evaluation_equals_one_process(ddp_run, smoke_data):
     assert metrics["world_size"] == 2 and metrics["test"]["shard_sizes"] == [12, 12]
     args = cli.build_parser().parse_args(_args(smoke_data, out, BATCH, "--resume"))
     settings = cli.validate(args, DistEnv())
-    model, frames, size = cli.build_model(args, settings)
+    model, frames, size = trainer.build_model(args, settings)
     load_checkpoint_into(out / "checkpoint.pt", model=model, restore_rng=False)
-    _, _, test_loader = cli.build_loaders(args, settings, DistEnv(), frames, size)
+    _, _, test_loader = trainer.build_loaders(args, settings, DistEnv(), frames, size)
     single = evaluate(model, test_loader, device="cpu", num_classes=12, progress=False)
     assert metrics["test"]["top1"] == single["top1"]
     assert metrics["test"]["num_videos"] == single["num_videos"] == 24

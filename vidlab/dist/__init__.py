@@ -7,7 +7,7 @@
 - :mod:`vidlab.dist.comm`: ring all-reduce cost and DDP's gradient buckets.
 - :mod:`vidlab.dist.launch`: build and stream ``torchrun`` commands (loopback only).
 - :mod:`vidlab.dist.fsdp`: memory per process, DDP against FSDP2 (``fully_shard``).
-- :mod:`vidlab.dist.cli`: ``python -m vidlab train``.
+- :mod:`vidlab.dist.cli` and :mod:`vidlab.dist.trainer`: ``python -m vidlab train`` (settings, the run).
 """
 from __future__ import annotations
 

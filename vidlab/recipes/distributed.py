@@ -25,6 +25,8 @@ class DistributedSettings:
     """09_distributed."""
 
     model: str = "vit_mini"  # no BatchNorm and no dropout: runs with different process counts compare exactly
+    img_size: int | None = None  # clip height and width (None: the model's)
+    num_frames: int | None = None  # frames per clip (None: the model's)
     max_per_class: int = 8  # videos per class of each split the runs use
     batch_size: int = 8  # per process in the 2-process runs; the single process takes twice as many
     epochs: int = 2
@@ -39,8 +41,9 @@ PRESETS = {
     "smoke": DistributedSettings(model="vit_test", max_per_class=2, batch_size=4, epochs=1, fsdp_model="vit_test",
                                  fsdp_steps=1, launch_timeout_s=180),
     "cpu": DistributedSettings(),
-    "gpu": DistributedSettings(model="vit_small", max_per_class=50, batch_size=16, epochs=3, test_views=3,
-                               fsdp_model="vit_small", fsdp_steps=3, launch_timeout_s=600),
+    # for a box with at least 2 GPUs (one per process); with fewer the 2-process runs use the CPU
+    "gpu": DistributedSettings(model="vit_small", img_size=112, num_frames=16, max_per_class=50, batch_size=16,
+                               epochs=3, test_views=3, fsdp_model="vit_small", fsdp_steps=3, launch_timeout_s=600),
 }
 
 LESSONS = (
@@ -67,7 +70,9 @@ def launch_device(device: torch.device) -> tuple[str, str]:
 def train_args(data_dir: Path, out: Path, settings: DistributedSettings, *, batch_size: int, seed: int,
                device: str = "cpu") -> list[str]:
     """The ``python -m vidlab train`` arguments every run of the notebook shares (but the batch)."""
-    return ["train", "--model", settings.model, "--data-dir", str(data_dir), "--max-per-class",
+    geometry = [f"--{name.replace('_', '-')}={value}" for name in ("img_size", "num_frames")
+                if (value := getattr(settings, name)) is not None]
+    return ["train", "--model", settings.model, *geometry, "--data-dir", str(data_dir), "--max-per-class",
             str(settings.max_per_class), "--epochs", str(settings.epochs), "--batch-size", str(batch_size),
             "--lr", str(settings.lr), "--test-views", str(settings.test_views), "--seed", str(seed),
             "--device", device, "--output-dir", str(out)]
@@ -107,7 +112,8 @@ def abs_diffs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.T
     return torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
 
 
-def shard_gradient_average(model: nn.Module, video: torch.Tensor, label: torch.Tensor, shards: int) -> list[torch.Tensor]:
+def shard_gradient_average(model: nn.Module, video: torch.Tensor, label: torch.Tensor,
+                           shards: int) -> list[torch.Tensor]:
     """What DDP computes: the mean over ``shards`` equal slices of the batch of each slice's
     gradient of its own mean cross entropy. ``video``: ``(B, C, T, H, W)`` with ``B % shards == 0``."""
     if video.shape[0] % shards:
@@ -139,7 +145,7 @@ def single_process_test(run_dir: Path, args: list[str]) -> dict[str, Any]:
 
     ``args``: the run's ``train ...`` arguments; the test clips are built exactly as the run built them.
     """
-    from vidlab.dist import cli
+    from vidlab.dist import cli, trainer
     from vidlab.dist.env import DistEnv
     from vidlab.models import load_model
     from vidlab.train import evaluate
@@ -148,5 +154,5 @@ def single_process_test(run_dir: Path, args: list[str]) -> dict[str, Any]:
     settings = cli.validate(parsed, DistEnv(), check_output=False)
     metrics = run_metrics(run_dir)
     model = load_model(run_dir / "model.pt")
-    _, _, loader = cli.build_loaders(parsed, settings, DistEnv(), metrics["num_frames"], metrics["img_size"])
+    _, _, loader = trainer.build_loaders(parsed, settings, DistEnv(), metrics["num_frames"], metrics["img_size"])
     return evaluate(model, loader, device="cpu", num_classes=len(settings["classes"]), progress=True)
