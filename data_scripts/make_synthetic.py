@@ -17,6 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+try:
+    import vidlab  # noqa: F401  (a Python without vidlab gets the command that works, not a bare traceback)
+except ModuleNotFoundError as exc:
+    sys.exit(f"error: {exc} in {sys.executable}. Run this script with the environment's Python "
+             f"(`make venv` creates it), from the repository root: .venv/bin/python data_scripts/{Path(__file__).name} --help")
+
 from vidlab.data.manifest import MANIFEST_NAME, read_manifest, splits
 from vidlab.data.synthetic import CLASSES, PRESETS, SyntheticConfig, generate, read_dataset_info
 from vidlab.utils import project_root

@@ -13,6 +13,13 @@ accepted, 1 when none, 2 on a download/extract/layout error.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+try:
+    import vidlab  # noqa: F401  (a Python without vidlab gets the command that works, not a bare traceback)
+except ModuleNotFoundError as exc:
+    sys.exit(f"error: {exc} in {sys.executable}. Run this script with the environment's Python "
+             f"(`make venv` creates it), from the repository root: .venv/bin/python data_scripts/{Path(__file__).name} --help")
 
 from vidlab.data.standard import (
     UCF101_SPLITS_URL,
