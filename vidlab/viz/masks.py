@@ -26,7 +26,7 @@ def _to_frames(clip: torch.Tensor) -> torch.Tensor:
 
 def masked_clip(clip: torch.Tensor, mask: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     """The clip ``(C, T, H, W)`` with every masked tubelet painted grey (same shape)."""
-    from vidlab.train.ssl import patchify, unpatchify
+    from vidlab.train.ssl.masking import patchify, unpatchify
 
     if clip.ndim != 4:
         raise ValueError(f"masked_clip expects one clip (C, T, H, W), got shape {tuple(clip.shape)}")
@@ -53,7 +53,7 @@ def plot_mask_types(
 ) -> Figure:
     """One row per (mask type, ratio): the clip ``(C, T, H, W)`` with that mask applied
     (the original first). Ratios a mask type cannot reach are left out."""
-    from vidlab.train.ssl import make_mask
+    from vidlab.train.ssl.masking import make_mask
 
     c, t, h, w = clip.shape
     grid = (t // tubelet, h // patch, w // patch)
@@ -87,7 +87,7 @@ def mask_explorer(clip: torch.Tensor, *, tubelet: int, patch: int, max_frames: i
     import ipywidgets as widgets
     from IPython.display import display
 
-    from vidlab.train.ssl import MASK_TYPES, make_mask
+    from vidlab.train.ssl.masking import MASK_TYPES, make_mask
 
     c, t, h, w = clip.shape
     grid = (t // tubelet, h // patch, w // patch)
