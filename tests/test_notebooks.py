@@ -51,6 +51,11 @@ def _check_03(m: dict, out) -> None:
     model = load_model(out / "model.pt")  # the deployable file needs no pretraining file
     assert model.class_names is not None and len(model.class_names) == model.head.out_features
     assert {r["init"] for r in m["label_efficiency"]} == {"pretrained", "scratch"}
+    assert 0.0 <= m["geometry_top1"] <= 1.0
+    assert m["loop_matches_fit"] is True  # the loop written out gives fit's weights
+    assert model.clip_geometry["num_frames"] > 0 and model.mean is not None  # the reference classifier of 05-09
+    for name in ("geometry_per_class", "predict_frames", "predict_top5"):
+        assert (out / f"{name}.png").exists(), name
 
 
 def _check_04(m: dict, out) -> None:
@@ -66,6 +71,22 @@ def _check_04(m: dict, out) -> None:
 
     for name in ("tsm", "i3d"):
         assert load_model(out / f"{name}.pt").class_names is not None, name
+
+
+def _check_06(m: dict, out) -> None:
+    for key in ("top1_fp32", "top1_bf16", "top1_fp16"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["fp16_scaler_matches_torch"] is True and len(m["fp16_scaler_skipped_steps"]) >= 1
+    assert 0.0 <= m["fp16_underflow_fraction_scaled"] <= m["fp16_underflow_fraction_unscaled"] <= 1.0
+    assert m["bf16_step_speedup"] > 0 and m["fp16_step_speedup"] > 0
+    assert len(m["bf16_speedup_by_width"]) >= 2 and all(r["speedup"] > 0 for r in m["bf16_speedup_by_width"])
+    assert 0.0 < m["checkpointing_memory_ratio"] < 1.0 and m["checkpointing_time_ratio"] > 0
+    assert m["accumulation_max_abs_diff"] < 1e-5 < m["accumulation_max_abs_diff_batchnorm"]
+    assert "addmm" in m["autocast_low_precision_ops"]
+    for name in ("number_formats", "gradient_histogram", "loss_scale", "autocast_ops", "precision_comparison",
+                 "bf16_speedup_by_width", "training_memory", "activation_checkpointing", "gradient_accumulation",
+                 "channels_last"):
+        assert (out / f"{name}.png").exists(), name
 
 
 def _check_09(m: dict, out) -> None:
@@ -85,6 +106,7 @@ CHECKS = {
     "02_self_supervised_pretraining": _check_02,
     "03_finetuning": _check_03,
     "04_transfer_learning": _check_04,
+    "06_mixed_precision": _check_06,
     "09_distributed": _check_09,
 }
 
