@@ -362,3 +362,33 @@ def test_plots_return_figures():
     assert _is_figure(plot_bars({"a": 1.0, "b": 2.0}))
     with pytest.raises(ValueError, match="class_names"):
         plot_confusion(cm, ["only one"])
+
+
+# ------------------------------------------------------------------------------ step-budgeted runs
+def test_fit_steps_cycles_the_loader_to_exactly_the_budget_with_the_shared_schedule():
+    """fit_steps runs train_one_epoch over the loader cycled to N optimizer steps (accumulation
+    included), with the same warmup + cosine as fit, and records one loss per applied step."""
+    from vidlab.train import fit_steps
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, 3))
+    batches = [{"video": torch.randn(4, 3, 2, 4, 4), "label": torch.tensor([0, 1, 2, 0])} for _ in range(3)]
+    seen: list[int] = []
+    global_steps: list[int] = []
+
+    def step(m, batch, ctx):
+        seen.append(id(batch))
+        global_steps.append(ctx.global_step)
+        logits = m(batch["video"])
+        return StepOutput(loss=ctx.criterion(logits, batch["label"]), logits=logits)
+
+    cfg = TrainConfig(lr=0.1, warmup_steps=2, accum_steps=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    out = fit_steps(model, batches, cfg, steps=4, device="cpu", step_fn=step, optimizer=optimizer, progress=False)
+    assert out["steps"] == 4 and len(out["history"]) == 4 and out["skipped_steps"] == 0
+    assert seen == [id(b) for b in (batches * 3)[:8]]  # 4 steps x 2 batches, the loader started again
+    assert global_steps == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at min_lr_ratio 0
+    assert 0.0 <= out["top1"] <= 1.0 and not model.training
+    with pytest.raises(ValueError, match="no batches"):
+        fit_steps(model, [], cfg, steps=1, device="cpu", progress=False)
