@@ -184,3 +184,11 @@ def test_mixed_sizes_without_transform_name_the_files(aspect_ratios):
     ds = VideoDataset(aspect_ratios, split="train", num_frames=4, stride=2)
     with pytest.raises(ValueError, match=r"(?s)different sizes.*eval_transform.*v1\.mp4"):
         next(iter(make_loader(ds, batch_size=3)))
+
+
+def test_every_vl_data_name_resolves():
+    import vidlab.data as data
+
+    missing = [name for name in data._EXPORTS if getattr(data, name, None) is None]
+    assert not missing, f"vl.data names that no longer resolve: {missing}"
+    assert data.synthetic.CLASSES and data.standard.download is data.download  # submodules resolve too
