@@ -129,8 +129,8 @@ def _rewind(container, stream, path) -> None:
 class _RGBConverter:
     """Convert decoded frames to (H, W, 3) uint8 RGB with one reused swscale context.
 
-    ``frame.to_ndarray(format="rgb24")`` builds a new conversion context per frame, which
-    measured 3-5x slower at 112x112 with bit-identical output; swscale runs single-threaded
+    ``frame.to_ndarray(format="rgb24")`` builds a new conversion context per frame, which is
+    several times slower with bit-identical output; swscale runs single-threaded
     (parallelism comes from DataLoader workers and the decoder's own threads).
     """
 

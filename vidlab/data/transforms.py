@@ -92,7 +92,7 @@ def train_transform(
     """Training preset: random resized crop, optional flip, colour jitter, normalise.
 
     ``color_jitter`` scales brightness, contrast and saturation; ``hue`` shifts are off by
-    default because they cost about 5x the rest of the pipeline on a CPU.
+    default because they cost several times the rest of the pipeline on a CPU.
 
     Set ``hflip=False`` when labels depend on left/right direction: a mirrored
     "move left" clip is a "move right" clip, so flipping would corrupt the labels.
