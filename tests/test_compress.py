@@ -250,3 +250,19 @@ def test_pareto_front():
     latency = [1.0, 2.0, 3.0, 2.5, 1.0]
     accuracy = [0.5, 0.8, 0.9, 0.7, 0.4]
     assert evaluate.pareto_front(latency, accuracy) == [True, True, True, False, False]
+
+
+def test_quantization_aware_training_runs_in_the_engine():
+    torch.manual_seed(0)
+    model = vl.models.create_model("vit_test", num_classes=3, depth=1).eval()
+    batches = [{"video": torch.randn(4, 3, 4, 32, 32), "label": torch.randint(0, 3, (4,))} for _ in range(2)]
+    prepared = quantization.prepare_qat(model, batches[0]["video"])
+    assert any("fakequant" in type(m).__name__.lower() for m in prepared.modules())
+    history = vl.train.fit(prepared, batches, None, vl.train.TrainConfig(epochs=1, lr=1e-3), device="cpu",
+                           progress=False, num_classes=3)
+    assert len(history) == 1
+    converted = quantization.convert_qat(prepared)
+    cover = {r["op"]: r for r in quantization.int8_coverage(converted)}
+    assert cover["Linear"]["int8"] == cover["Linear"]["count"]
+    with torch.no_grad():
+        assert converted(batches[1]["video"]).shape == (4, 3)
