@@ -101,12 +101,42 @@ def _check_09(m: dict, out) -> None:
         assert (out / f"{name}.png").exists(), name
 
 
+def _check_07(m: dict, out) -> None:
+    for model in ("vit", "cnn"):
+        for key in ("top1_fp32", "top1_int8"):
+            assert 0.0 <= m[key][model] <= 1.0, (key, model)
+        for key in ("int8_speedup_b1", "int8_speedup_b8"):
+            assert m[key][model] > 0 and math.isfinite(m[key][model]), (key, model)
+        assert 0 < m["bytes_int8"][model] and 0 < m["bytes_fp32"][model]
+    assert m["bytes_int8"]["vit"] < m["bytes_fp32"]["vit"]  # int8 Linear weights
+    assert m["int8_vs_compiled_fp32_speedup"] > 0
+    for key in ("top1_pruned_structured", "top1_student", "top1_student_kd", "top1_2to4"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["structured_speedup"] > 0 and m["unstructured_latency_ratio"] > 0
+    cover = {r["op"]: r for r in m["int8_coverage"]["vit"]}
+    assert cover["Linear"]["int8"] == cover["Linear"]["count"] > 0
+    assert all(r["int8"] == 0 for r in m["int8_coverage"]["cnn"] if r["op"] == "Conv3d")
+    assert any(r["on_front"] for r in m["pareto"]) and len(m["pareto"]) >= 10
+    for r in m["pareto"]:
+        assert (out / r["file"]).exists(), r["file"]  # every reported variant is saved
+    import torch
+
+    from vidlab.models import load_model
+
+    assert load_model(out / "cnn_fp32.pt").num_classes == load_model(out / "student_distilled.pt").num_classes
+    torch.export.load(out / "vit_int8.pt2")
+    for name in ("starting_models", "unstructured_pruning", "structured_pruning", "quantization_latency",
+                 "sparsity_2to4", "distillation", "pareto_front"):
+        assert (out / f"{name}.png").exists(), name
+
+
 CHECKS = {
     "01_data_preparation": _check_01,
     "02_self_supervised_pretraining": _check_02,
     "03_finetuning": _check_03,
     "04_transfer_learning": _check_04,
     "06_mixed_precision": _check_06,
+    "07_compression": _check_07,
     "09_distributed": _check_09,
 }
 

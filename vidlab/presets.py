@@ -28,6 +28,7 @@ class Lesson:
 
 def _tables() -> dict[str, dict[str, Any]]:
     """notebook -> its ``{preset: settings}`` table (recipe modules are imported here, on first use)."""
+    from vidlab.recipes import compression
     from vidlab.recipes import data_prep, distributed, finetune, pretraining, transfer
 
     return {
@@ -35,6 +36,7 @@ def _tables() -> dict[str, dict[str, Any]]:
         "02_self_supervised_pretraining": pretraining.PRETRAIN_PRESETS,
         "03_finetuning": finetune.FINETUNE_PRESETS,
         "04_transfer_learning": transfer.TRANSFER_PRESETS,
+        "07_compression": compression.PRESETS,
         "09_distributed": distributed.PRESETS,
     }
 
