@@ -107,6 +107,7 @@ class _Clips(Dataset):
 
 
 def test_merged_shards_equal_one_process_with_an_odd_count():
+    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 8 * 8, 3))
     data = _Clips(23)
     whole = evaluate(model, DataLoader(data, batch_size=4), device="cpu", num_classes=3, progress=False)
@@ -116,7 +117,7 @@ def test_merged_shards_equal_one_process_with_an_odd_count():
     merged = merge_evaluations(shards, 3)
     assert merged["shard_sizes"] == [12, 11] and merged["num_videos"] == 23
     assert merged["top1"] == whole["top1"]
-    assert merged["clip_top1"] * 23 == round(whole["clip_top1"] * 23)  # the same count of correct clips
+    assert round(merged["clip_top1"] * 23) == round(whole["clip_top1"] * 23)  # the same count of correct clips
     assert torch.equal(merged["confusion_matrix"], whole["confusion_matrix"])
     assert merged["predictions"]["path"] == whole["predictions"]["path"]  # dataset order restored
 
