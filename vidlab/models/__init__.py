@@ -27,6 +27,7 @@ from vidlab.models import x3d as x3d  # noqa: E402
 from vidlab.models import vit as vit  # noqa: E402
 from vidlab.models import torchvision_models as torchvision_models  # noqa: E402
 from vidlab.models import lifted as lifted  # noqa: E402
+from vidlab.models import cnn3d as cnn3d  # noqa: E402
 from vidlab.models import online_tsm as online_tsm  # noqa: E402
 from vidlab.models.x3d import X3D
 from vidlab.models.vit import VideoViT
