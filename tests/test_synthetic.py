@@ -310,3 +310,35 @@ def test_session_smoke_dataset_equals_a_one_worker_generation(smoke_data, tmp_pa
         made = syn_generator._make_one(syn_generator._Job(row.split, index), cfg=cfg, seed=info["seed"], root=str(tmp_path))
         assert made == row
         assert (tmp_path / row.path).read_bytes() == (smoke_data / row.path).read_bytes(), row.path
+
+
+_RENDER_DIGEST = """
+import hashlib
+import vidlab.data.synthetic as syn
+h = hashlib.sha256()
+for split in ("train", "shift_train", "unlabeled"):
+    for index in range(40):
+        rng = syn.video_rng(0, split, index)
+        h.update(syn.render_video(syn.video_label(split, index, rng), rng, syn.PRESETS["smoke"],
+                                  domain=syn.SPLITS[split][0]).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_rendered_frames_do_not_depend_on_the_cpu():
+    """Render in two processes: one as this CPU allows, one with numpy's SIMD dispatch off and
+    OpenBLAS on its oldest x86-64 kernels (a machine without AVX2/AVX-512); same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__ as dispatch
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_dispatch__ as dispatch
+    old_cpu = {**os.environ, "OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": " ".join(dispatch)}
+    procs = [subprocess.Popen([sys.executable, "-c", _RENDER_DIGEST], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for env in (dict(os.environ), old_cpu)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert outs[0][0] == outs[1][0], "rendered frames differ between CPU feature levels"

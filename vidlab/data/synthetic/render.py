@@ -9,27 +9,30 @@ from vidlab.data.synthetic.shapes import ACTOR_SHAPES, DISTRACTOR_SHAPES
 from vidlab.data.synthetic.world import _actor_trajectory, _draw_scene
 
 
-def _interp_matrix(coord: np.ndarray, g: int) -> np.ndarray:
-    """Linear-interpolation weights ``(T, N, g)`` of periodic grid coordinates ``coord`` ``(T, N)``."""
+def _corners(coord: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Periodic grid cells around ``coord`` ``(T, N)``: lower index, upper index, fraction (float32)."""
     lo = np.floor(coord)
     frac = (coord - lo).astype(np.float32)
     lo = lo.astype(np.int64) % g
-    weights = np.zeros(coord.shape + (g,), dtype=np.float32)
-    np.put_along_axis(weights, lo[..., None], (1 - frac)[..., None], axis=-1)
-    np.put_along_axis(weights, ((lo + 1) % g)[..., None], frac[..., None], axis=-1)  # g >= 2
-    return weights
+    return lo, (lo + 1) % g, frac
 
 
 def _periodic_texture(grid: np.ndarray, wx: np.ndarray, wy: np.ndarray, size: int) -> np.ndarray:
     """Bilinear sample of a periodic ``(g, g, 3)`` grid spanning the frame -> ``(T, H, W, 3)``.
 
-    ``wx`` is ``(T, 1, W)`` and ``wy`` ``(T, H, 1)``: bilinear interpolation is separable, so
-    it is two small matrix products per frame.
+    ``wx`` is ``(T, 1, W)`` and ``wy`` ``(T, H, 1)``. Written as gathers and elementwise
+    products (first along y, then along x) rather than matrix products: BLAS picks its kernels
+    by CPU and rounds differently on each, which would make the frames depend on the machine.
     """
     g = grid.shape[0]
-    weights_x = _interp_matrix(wx[:, 0, :] * (g / size), g)  # (T, W, g)
-    weights_y = _interp_matrix(wy[:, :, 0] * (g / size), g)  # (T, H, g)
-    return np.einsum("thj,jic,twi->thwc", weights_y, grid, weights_x, optimize=True)
+    x0, x1, fx = _corners(wx[:, 0, :] * (g / size), g)  # (T, W)
+    y0, y1, fy = _corners(wy[:, :, 0] * (g / size), g)  # (T, H)
+    fy = fy[:, :, None, None]
+    rows = grid[y0] * (1 - fy) + grid[y1] * fy  # (T, H, g, 3)
+    fx = fx[:, None, :, None]
+    left = np.take_along_axis(rows, x0[:, None, :, None], axis=2)  # (T, H, W, 3)
+    right = np.take_along_axis(rows, x1[:, None, :, None], axis=2)
+    return left * (1 - fx) + right * fx
 
 
 def _render_background(bg: dict, wx: np.ndarray, wy: np.ndarray, size: int) -> np.ndarray:

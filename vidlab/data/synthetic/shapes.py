@@ -20,12 +20,14 @@ def _sdf_convex(x: np.ndarray, y: np.ndarray, vertices: tuple[tuple[float, float
     v = np.asarray(vertices, dtype=np.float64)
     centre = v.mean(axis=0)
     out = None
-    for a, b in zip(v, np.roll(v, -1, axis=0)):
-        normal = np.array([b[1] - a[1], a[0] - b[0]])
-        normal /= np.linalg.norm(normal)
-        if normal @ (centre - a) > 0:  # make it point outwards
-            normal = -normal
-        d = (x - float(a[0])) * float(normal[0]) + (y - float(a[1])) * float(normal[1])
+    for a, b in zip(v.tolist(), np.roll(v, -1, axis=0).tolist()):
+        # plain float arithmetic, no BLAS: the same result on every CPU
+        nx, ny = b[1] - a[1], a[0] - b[0]
+        length = math.sqrt(nx * nx + ny * ny)
+        nx, ny = nx / length, ny / length
+        if nx * (float(centre[0]) - a[0]) + ny * (float(centre[1]) - a[1]) > 0:  # make it point outwards
+            nx, ny = -nx, -ny
+        d = (x - a[0]) * nx + (y - a[1]) * ny
         out = d if out is None else np.maximum(out, d)
     return out
 
