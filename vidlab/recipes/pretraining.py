@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from vidlab.data.cache import CachedClipDataset, DecodedVideos, cached_loader
+from vidlab.data.manifest import read_manifest, splits
 from vidlab.data.transforms import eval_transform, train_transform
 from vidlab.models import create_model, save_model
 from vidlab.models.saving import read_model_info
@@ -141,10 +142,16 @@ def build_encoder(settings: PretrainSettings, num_classes: int = 0, **overrides:
     return create_model(settings.model, num_classes=num_classes, **{**model_kwargs(settings), **overrides})
 
 
+def pretraining_split(data_dir: str | os.PathLike) -> str:
+    """The split pretraining reads: ``unlabeled`` when the dataset has one (the synthetic data), else
+    ``train`` with its labels unused (a folder made by ``prepare_folder`` has only train / val / test)."""
+    return "unlabeled" if "unlabeled" in splits(read_manifest(data_dir)) else "train"
+
+
 def unlabeled_videos(data_dir: str | os.PathLike, settings: PretrainSettings, *, progress: bool = True) -> DecodedVideos:
-    """The ``unlabeled`` split decoded once into memory (at most ``settings.unlabeled_videos`` videos)."""
+    """The :func:`pretraining_split` decoded once into memory (at most ``settings.unlabeled_videos`` videos)."""
     return DecodedVideos(
-        data_dir, "unlabeled", size=settings.cache_size, max_per_class=settings.unlabeled_videos,
+        data_dir, pretraining_split(data_dir), size=settings.cache_size, max_per_class=settings.unlabeled_videos,
         seed=_POOL_SEED, workers=settings.workers, progress=progress,
     )
 
