@@ -59,7 +59,7 @@ def _check_03(m: dict, out) -> None:
 
 
 def _check_04(m: dict, out) -> None:
-    for key in ("tsn_top1", "tsm_top1", "inflated_top1", "transfer_top1", "scratch_b_top1", "a_on_b_top1",
+    for key in ("tsn_top1", "tsm_top1", "inflated_top1", "i3d_random_top1", "transfer_top1", "scratch_b_top1", "a_on_b_top1",
                 "tsn_direction_pair_acc", "tsm_direction_pair_acc", "inflated_direction_pair_acc"):
         assert 0.0 <= m[key] <= 1.0, key
     assert m["tsm_shift_matches_library"] is True
