@@ -29,13 +29,14 @@ class Lesson:
 def _tables() -> dict[str, dict[str, Any]]:
     """notebook -> its ``{preset: settings}`` table (recipe modules are imported here, on first use)."""
     from vidlab.recipes import compression
-    from vidlab.recipes import data_prep, distributed, finetune, pretraining, transfer
+    from vidlab.recipes import data_prep, distributed, finetune, mixed_precision, pretraining, transfer
 
     return {
         "01_data_preparation": data_prep.DATA_PREP,
         "02_self_supervised_pretraining": pretraining.PRETRAIN_PRESETS,
         "03_finetuning": finetune.FINETUNE_PRESETS,
         "04_transfer_learning": transfer.TRANSFER_PRESETS,
+        "06_mixed_precision": mixed_precision.PRESETS,
         "07_compression": compression.PRESETS,
         "09_distributed": distributed.PRESETS,
     }
