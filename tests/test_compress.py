@@ -204,7 +204,7 @@ def test_static_int8_quantizes_every_linear_not_conv3d_and_saves(tmp_path):
         ref, out = model(x), converted(x)
     assert (ref - out).abs().max() < 0.2 * ref.abs().max()
     path = quantization.save_exported(converted, x, tmp_path / "int8.pt2")
-    loaded = torch.export.load(path).module()
+    loaded = quantization.load_exported(path)
     with torch.no_grad():
         assert torch.allclose(loaded(x[:3]), converted(x[:3]), atol=1e-5)  # batch stays dynamic
     # the Linear weights (most of the model but its fp32 Conv3d patch embedding) are stored as int8, without float copies

@@ -123,8 +123,13 @@ def _check_07(m: dict, out) -> None:
 
     from vidlab.models import load_model
 
-    assert load_model(out / "cnn_fp32.pt").num_classes == load_model(out / "student_distilled.pt").num_classes
-    torch.export.load(out / "vit_int8.pt2")
+    from vidlab.compress.quantization import load_exported
+
+    vit, info = load_model(out / "vit_fp32.pt", with_info=True)
+    assert load_model(out / "cnn_fp32.pt").num_classes == load_model(out / "student_distilled.pt").num_classes == vit.num_classes
+    x = torch.zeros(2, 3, info.num_frames, info.img_size, info.img_size)
+    for name in ("vit_int8.pt2", "cnn_int8.pt2", "cnn_pruned.pt2"):
+        assert load_exported(out / name)(x).shape == (2, vit.num_classes), name
     for name in ("starting_models", "unstructured_pruning", "structured_pruning", "quantization_latency",
                  "sparsity_2to4", "distillation", "pareto_front"):
         assert (out / f"{name}.png").exists(), name

@@ -225,10 +225,18 @@ def stored_tensor_bytes(path: str | os.PathLike) -> int:
                    and not i.filename.endswith(".json"))
 
 
+def load_exported(path: str | os.PathLike) -> torch.fx.GraphModule:
+    """Load a :func:`save_exported` ``.pt2`` as a callable module. The quantize / dequantize ops of
+    an int8 program live in torchao's op library, which is imported first so they resolve."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  (registers quantized_decomposed ops)
+
+    return torch.export.load(Path(path)).module()
+
+
 def save_exported(model: Callable[[torch.Tensor], Any], example: torch.Tensor, path: str | os.PathLike) -> Path:
     """``torch.export`` ``model`` (batch dimension dynamic) and write the program with
     ``torch.export.save`` (atomically): a self-contained ``.pt2`` with the weights as they are
-    stored (int8 after quantization). Reload with ``torch.export.load(path).module()``."""
+    stored (int8 after quantization). Reload with :func:`load_exported`."""
     from vidlab.utils import atomic_path
 
     example = example[:2] if example.shape[0] >= 2 else example.expand(2, *example.shape[1:])  # the .pt2 keeps it
