@@ -156,13 +156,16 @@ def max_abs_diff(fn: Callable[[torch.Tensor], torch.Tensor], reference: Callable
 
 def build_paths(model: nn.Module, example: torch.Tensor, out_dir: str | os.PathLike, *,
                 meta: Mapping[str, Any], paths: Sequence[str] = PATHS, warm_batches: Sequence[int] = (1, 8),
-                max_batch: int = 64, stem: str = "model", progress: bool = True) -> dict[str, ExportPath]:
+                max_batch: int = 64, dynamic_compile: bool = False, stem: str = "model",
+                progress: bool = True) -> dict[str, ExportPath]:
     """Build every path in ``paths`` from the eval-mode ``model`` and load it back from its file.
 
     ``example`` is one batch of clips ``(B, C, T, H, W)`` used for tracing. Files go to
     ``out_dir``: ``{stem}.pt2`` (torch.export), ``{stem}_aoti.pt2`` (AOTInductor), ``{stem}.onnx``.
     ``build_s`` counts exporting / compiling and, for ``torch.compile``, the first call at each of
-    ``warm_batches`` (that is when it compiles). Returns ``{name: ExportPath}`` in ``paths`` order.
+    ``warm_batches`` (that is when it compiles): one graph per batch size, or with
+    ``dynamic_compile`` one graph with a symbolic batch size (less compiling, often slower code;
+    batch 1 still gets its own graph). Returns ``{name: ExportPath}`` in ``paths`` order.
     """
     from tqdm.auto import tqdm
 
@@ -184,7 +187,7 @@ def build_paths(model: nn.Module, example: torch.Tensor, out_dir: str | os.PathL
             built[name] = ExportPath(name, model, None, 0.0, None, True)
             continue
         if name == "torch.compile":
-            fn = compile_model(model)
+            fn = compile_model(model, dynamic=True if dynamic_compile else None)
             with torch.inference_mode():
                 for b in warm_batches:
                     fn(example[:1].expand(b, *example.shape[1:]).contiguous())
@@ -202,6 +205,6 @@ def build_paths(model: nn.Module, example: torch.Tensor, out_dir: str | os.PathL
             target = compile_aoti(program, out_dir / f"{stem}_aoti.pt2", meta=meta)
         else:
             target = export_onnx(program, example, out_dir / f"{stem}.onnx", meta=meta)
-        runtime = load_runtime(target)
+        runtime = load_runtime(target, threads=torch.get_num_threads())  # ONNX Runtime: as many threads as torch
         built[name] = ExportPath(name, runtime, target, time.perf_counter() - start, _file_size(target), True)
     return built

@@ -205,7 +205,6 @@ class VideoPredictor:
 
         paths = [os.fspath(p) for p in paths]
         timer = {"decode_s": 0.0, "compute_s": 0.0}
-        results: dict[str, VideoResult] = {}
         order: list[VideoResult] = []
         pending: list[tuple[VideoResult, list[torch.Tensor]]] = []
         start = time.perf_counter()
@@ -221,7 +220,6 @@ class VideoPredictor:
                                        disable=not progress):
             result = VideoResult(path, error=error)
             order.append(result)
-            results[path] = result
             if views is None:
                 continue
             pending.append((result, views))

@@ -123,7 +123,12 @@ def load_runtime(path: str | os.PathLike, *, device: str | torch.device = "cpu",
             return Runtime(model, kind, path, deploy_info(info), device)
         if kind == "torch.export":
             extra = {META_KEY: ""}
-            program = torch.export.load(path, extra_files=extra)
+            try:
+                program = torch.export.load(path, extra_files=extra)
+            except RuntimeError:  # e.g. a PT2E int8 program: its quantize ops live in torchao
+                import torchao.quantization.pt2e  # noqa: F401  (registers them)
+
+                program = torch.export.load(path, extra_files=extra)
             module = program.module()
             if device.type != "cpu":
                 module = module.to(device)
