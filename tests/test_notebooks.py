@@ -135,6 +135,29 @@ def _check_07(m: dict, out) -> None:
         assert (out / f"{name}.png").exists(), name
 
 
+def _check_08(m: dict, out) -> None:
+    paths = {"eager", "torch.export", "torch.compile", "aoti", "onnx"}
+    diffs, b1, b8 = m["export_max_abs_diff"], m["latency_ms_b1"], m["latency_ms_b8"]
+    classifier = next(k for k in diffs if k.startswith("classifier"))
+    assert set(diffs[classifier]) >= paths and set(b1[classifier]) >= paths and set(b8[classifier]) >= paths
+    assert m["export_max_abs_diff_max"] <= 1e-4 and all(v <= 1e-4 for v in diffs[classifier].values())
+    assert all(v > 0 and math.isfinite(v) for model in b1.values() for v in model.values())
+    assert m["best_speedup_b1"] > 0 and math.isfinite(m["best_speedup_b1"])
+    for name in ("model.pt", "model.pt2", "model_aoti.pt2", "model.onnx"):
+        assert (out / "export" / name).stat().st_size > 0, name
+    from vidlab.infer import load_runtime
+
+    assert load_runtime(out / "export" / "model.onnx").class_names  # the file carries its metadata
+    assert m["streaming_max_abs_diff"] <= 1e-4 and 0 < m["streaming_cost_ratio"] < 1
+    assert m["videos_per_s"] > 0 and m["predictor_refused"] == 2 and 0.0 <= m["predictor_top1"] <= 1.0
+    assert m["batching_throughput_gain"] > 0 and m["requests_lost"] == 0
+    assert all(r["sent"] == r["answered"] for r in m["batching_curve"])
+    assert m["process_throughput_gain"] > 0 and m["shared_decode_speedup"] > 0
+    for name in ("latency_histogram", "export_paths", "video_predictor", "streaming", "dynamic_batching",
+                 "processes_vs_threads"):
+        assert (out / f"{name}.png").exists(), name
+
+
 CHECKS = {
     "01_data_preparation": _check_01,
     "02_self_supervised_pretraining": _check_02,
@@ -142,6 +165,7 @@ CHECKS = {
     "04_transfer_learning": _check_04,
     "06_mixed_precision": _check_06,
     "07_compression": _check_07,
+    "08_inference_deployment": _check_08,
     "09_distributed": _check_09,
 }
 

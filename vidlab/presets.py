@@ -28,7 +28,7 @@ class Lesson:
 
 def _tables() -> dict[str, dict[str, Any]]:
     """notebook -> its ``{preset: settings}`` table (recipe modules are imported here, on first use)."""
-    from vidlab.recipes import compression
+    from vidlab.recipes import compression, inference
     from vidlab.recipes import data_prep, distributed, finetune, mixed_precision, pretraining, transfer
 
     return {
@@ -38,6 +38,7 @@ def _tables() -> dict[str, dict[str, Any]]:
         "04_transfer_learning": transfer.TRANSFER_PRESETS,
         "06_mixed_precision": mixed_precision.PRESETS,
         "07_compression": compression.PRESETS,
+        "08_inference_deployment": inference.INFERENCE_PRESETS,
         "09_distributed": distributed.PRESETS,
     }
 
