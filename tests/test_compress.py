@@ -266,3 +266,19 @@ def test_quantization_aware_training_runs_in_the_engine():
     assert cover["Linear"]["int8"] == cover["Linear"]["count"]
     with torch.no_grad():
         assert converted(batches[1]["video"]).shape == (4, 3)
+
+
+def test_compare_latency_interleaves_and_ranks():
+    order = []
+
+    def make(name, seconds):
+        def fn(x):
+            order.append(name)
+            time.sleep(seconds)
+            return x
+        return fn
+
+    out = vl.compress.compare_latency({"slow": make("slow", 0.004), "fast": make("fast", 0.001)}, torch.zeros(2, 1),
+                                      warmup=1, repeats=4, threads=1)
+    assert out["slow"].median_ms > out["fast"].median_ms and out["fast"].repeats == 4 and out["slow"].batch_size == 2
+    assert order[4:] == ["slow", "fast"] * 4  # after the cold + warm-up calls, one call of each per round

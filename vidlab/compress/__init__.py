@@ -1,7 +1,7 @@
 """Model compression (notebook 07): latency measurement, pruning, quantization, 2:4 sparsity, distillation."""
 from __future__ import annotations
 
-from vidlab.compress.latency import Latency, fixed_threads, measure_latency
+from vidlab.compress.latency import Latency, compare_latency, fixed_threads, measure_latency
 
 _SUBMODULES = ("pruning", "quantization", "semi_structured", "distill", "evaluate")
 
@@ -15,4 +15,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vidlab.compress' has no attribute {name!r}")
 
 
-__all__ = ["Latency", "fixed_threads", "measure_latency", *_SUBMODULES]
+__all__ = ["Latency", "compare_latency", "fixed_threads", "measure_latency", *_SUBMODULES]

@@ -87,9 +87,52 @@ def measure_latency(
             fn(example)
             _sync(device)
             times.append(time.perf_counter() - start)
+    return _summary(times, batch=batch, threads=used, first=first)
+
+
+def _summary(times: list[float], *, batch: int, threads: int, first: float) -> Latency:
     ms = sorted(t * 1000.0 for t in times)
     p95 = ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
     return Latency(
         median_ms=statistics.median(ms), p95_ms=p95, mean_ms=statistics.fmean(ms), min_ms=ms[0],
-        repeats=len(ms), batch_size=batch, threads=used, first_call_ms=first * 1000.0,
+        repeats=len(ms), batch_size=batch, threads=threads, first_call_ms=first * 1000.0,
     )
+
+
+def compare_latency(
+    fns: dict[str, Callable[[torch.Tensor], object]],
+    example: torch.Tensor,
+    *,
+    warmup: int = 3,
+    repeats: int = 20,
+    threads: int | None = None,
+) -> dict[str, Latency]:
+    """Time several callables on the same ``example`` batch, interleaved: each round calls every
+    one of them once, so a change in machine load during the measurement hits all of them alike
+    and their ratios stay meaningful. Same statistics as :func:`measure_latency` for each.
+
+    ``fns`` maps a name to a callable taking ``example`` (e.g. ``(B, C, T, H, W)`` clips).
+    """
+    if repeats < 1:
+        raise ValueError(f"compare_latency: repeats must be >= 1, got {repeats}")
+    device = example.device if isinstance(example, torch.Tensor) else None
+    batch = int(example.shape[0]) if isinstance(example, torch.Tensor) and example.ndim else 1
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    first: dict[str, float] = {}
+    with fixed_threads(threads) as used, torch.inference_mode():
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn(example)
+            _sync(device)
+            first[name] = time.perf_counter() - start
+            for _ in range(warmup):
+                fn(example)
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                _sync(device)
+                start = time.perf_counter()
+                fn(example)
+                _sync(device)
+                times[name].append(time.perf_counter() - start)
+    return {name: _summary(ts, batch=batch, threads=used, first=first[name]) for name, ts in times.items()}

@@ -26,7 +26,7 @@ from vidlab.compress.latency import measure_latency
 from vidlab.presets import Lesson
 
 __all__ = ["CompressionSettings", "PRESETS", "LESSONS", "eval_set", "calibration_batches", "train",
-           "build_cnn", "build_student", "load_clips", "latency_pair", "file_bytes", "variant_row", "pareto_rows"]
+           "build_cnn", "build_student", "load_clips", "latency_pair", "latency_table", "file_bytes", "variant_row", "pareto_rows"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,22 @@ def latency_pair(fn: Callable[[torch.Tensor], Any], data: EvalSet, settings: Com
         lat = measure_latency(fn, data.clips[:b].contiguous(), warmup=settings.latency_warmup,
                               repeats=settings.latency_repeats, threads=settings.threads)
         out[f"b{b}_ms"], out[f"b{b}_p95_ms"] = lat.median_ms, lat.p95_ms
+    return out
+
+
+def latency_table(fns: dict[str, Callable[[torch.Tensor], Any]], data: EvalSet,
+                  settings: CompressionSettings) -> dict[str, dict[str, float]]:
+    """Median and p95 latency (ms) of several callables at batch 1 and batch 8, measured
+    interleaved (:func:`~vidlab.compress.compare_latency`) so their ratios survive load changes:
+    ``{name: {"b1_ms", "b1_p95_ms", "b8_ms", "b8_p95_ms"}}``."""
+    from vidlab.compress.latency import compare_latency
+
+    out: dict[str, dict[str, float]] = {name: {} for name in fns}
+    for b in (1, 8):
+        lat = compare_latency(fns, data.clips[:b].contiguous(), warmup=settings.latency_warmup,
+                              repeats=settings.latency_repeats, threads=settings.threads)
+        for name, value in lat.items():
+            out[name][f"b{b}_ms"], out[name][f"b{b}_p95_ms"] = value.median_ms, value.p95_ms
     return out
 
 
