@@ -122,6 +122,21 @@ DOMAIN_SPLITS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def has_domain(data_dir: str | os.PathLike, domain: str) -> bool:
+    """Whether the dataset at ``data_dir`` holds ``domain``'s train / val / test splits (the synthetic
+    data has domains A and B; a folder made by ``prepare_folder`` only A's ``train`` / ``val`` / ``test``)."""
+    from vidlab.data.manifest import read_manifest, splits
+
+    if domain not in DOMAIN_SPLITS:
+        raise ValueError(f"has_domain: domain must be one of {', '.join(DOMAIN_SPLITS)}, got {domain!r}")
+    return set(DOMAIN_SPLITS[domain]) <= set(splits(read_manifest(data_dir)))
+
+
+def direction_pairs(classes: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The :data:`DIRECTION_PAIRS` whose two classes are both among ``classes`` (none for most real datasets)."""
+    return tuple(pair for pair in DIRECTION_PAIRS if set(pair) <= set(classes))
+
+
 def load_domain(
     data_dir: str | os.PathLike,
     domain: str,
