@@ -48,7 +48,8 @@ def check_inference() -> dict:
                                                                if name.startswith("vit") else {})).eval()
         for batch in (1, 8):
             example = torch.randn(batch, 3, clip[0], clip[1], clip[1])
-            result = cuda_inference_paths(model, example, repeats=30)
+            # CUDA graphs pay most at batch 1 (launch-bound); compiling costs tens of seconds per shape
+            result = cuda_inference_paths(model, example, repeats=30, compile_graphs=batch == 1)
             out[f"{name}_b{batch}"] = result
             print(f"  {name} batch {batch}: " + ", ".join(
                 f"{k} {v['median_ms']:.2f} ms" for k, v in result.items() if isinstance(v, dict)))
