@@ -140,7 +140,8 @@ def _check_08(m: dict, out) -> None:
     diffs, b1, b8 = m["export_max_abs_diff"], m["latency_ms_b1"], m["latency_ms_b8"]
     classifier = next(k for k in diffs if k.startswith("classifier"))
     assert set(diffs[classifier]) >= paths and set(b1[classifier]) >= paths and set(b8[classifier]) >= paths
-    assert m["export_max_abs_diff_max"] <= 1e-4 and all(v <= 1e-4 for v in diffs[classifier].values())
+    assert m["export_max_abs_diff_max"] <= 1e-4  # fp32 paths; notebook 07's int8 row (if present) differs more
+    assert all(v <= 1e-4 for k, v in diffs[classifier].items() if "int8" not in k)
     assert all(v > 0 and math.isfinite(v) for model in b1.values() for v in model.values())
     assert m["best_speedup_b1"] > 0 and math.isfinite(m["best_speedup_b1"])
     for name in ("model.pt", "model.pt2", "model_aoti.pt2", "model.onnx"):
