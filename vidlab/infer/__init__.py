@@ -14,8 +14,6 @@ _EXPORTS = {
     "export_onnx": "export", "compile_model": "export", "build_paths": "export", "max_abs_diff": "export",
     # runtimes
     "Runtime": "runtime", "ModelFileError": "runtime", "detect_kind": "runtime", "load_runtime": "runtime",
-    # timing
-    "compare_latency": "timing",
     # video-level prediction
     "ClipSpec": "predictor", "Task": "predictor", "VideoResult": "predictor", "PredictReport": "predictor",
     "VideoPredictor": "predictor", "decode_views": "predictor",

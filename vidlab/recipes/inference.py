@@ -38,14 +38,14 @@ class InferenceSettings:
     """08_inference_deployment settings (one per preset)."""
 
     paths: tuple[str, ...] = ("eager", "torch.export", "torch.compile", "aoti", "onnx")  # export paths of the classifier
-    tsm_paths: tuple[str, ...] = ("eager", "torch.export", "torch.compile", "aoti", "onnx")  # ... of the online TSM
+    tsm_paths: tuple[str, ...] = ("eager", "torch.export", "aoti", "onnx")  # ... of the online TSM (compile: time)
     dynamic_compile: bool = False  # torch.compile one graph with a symbolic batch (True) or one per batch size
     big_batch: int = 8  # the second batch size of the export table
-    latency_rounds: int = 4  # interleaved timing rounds per configuration
-    latency_repeats: int = 10  # timed calls per round
+    latency_rounds: int = 4  # timed calls per configuration: latency_rounds x latency_repeats, interleaved
+    latency_repeats: int = 10
     window: int = 16  # frames the online TSM sees (and the window re-run baseline re-runs)
     tsm_backbone: str = "test_resnet"  # timm ResNet inside the online TSM
-    tsm_small_input_stem: bool = True  # drop the stem max-pool (tiny frames keep more pixels)
+    tsm_small_input_stem: bool = False  # drop the stem max-pool (more pixels of tiny frames, 4x the compute)
     tsm_img_size: int = 32  # frame size fed to the online TSM
     tsm_fold_div: int = 4  # 1/fold_div of each block's channels come from the previous frame
     tsm_train_frames: int = 8  # frames per training clip (the weights do not depend on the clip length)
@@ -60,7 +60,7 @@ class InferenceSettings:
     batching_requests: int = 240  # requests per dynamic-batching load test
     batching_max_batch: int = 8
     batching_waits_ms: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0)  # max waits on the curve
-    batching_load: float = 1.5  # arrival rate as a multiple of what batch-1 serving can answer
+    batching_load: float = 4.0  # arrival rate as a multiple of what batch-1 serving can answer
     scaling_batches: int = 40  # batch-1 calls per process in the processes-vs-threads measurement
     decode_workers: int = 2  # processes decoding the training videos into memory
 
@@ -70,9 +70,9 @@ INFERENCE_PRESETS: dict[str, InferenceSettings] = {
                                latency_rounds=2, latency_repeats=4, window=8, tsm_train_frames=4,
                                tsm_train_per_class=None, tsm_epochs=1, stream_videos=1, predict_videos=8, views=1, batching_requests=40,
                                batching_waits_ms=(0.0, 5.0), scaling_batches=4, decode_workers=1),
-    "cpu": InferenceSettings(tsm_small_input_stem=False),
-    "gpu": InferenceSettings(big_batch=32, latency_rounds=5, latency_repeats=20, tsm_backbone="resnet18",
-                             tsm_small_input_stem=False, tsm_img_size=112, tsm_train_frames=16,
+    "cpu": InferenceSettings(),
+    "gpu": InferenceSettings(tsm_paths=("eager", "torch.export", "torch.compile", "aoti", "onnx"), big_batch=32, latency_rounds=5, latency_repeats=20, tsm_backbone="resnet18",
+                             tsm_img_size=112, tsm_train_frames=16,
                              tsm_train_per_class=None, tsm_epochs=10, tsm_lr=1e-3,
                              tsm_batch_size=32, predict_videos=400, batching_requests=1000, scaling_batches=100,
                              decode_workers=8),
@@ -132,15 +132,16 @@ def train_online_tsm(data: Any, settings: InferenceSettings, *, seed: int = 0, d
 def time_paths(paths: Mapping[str, Any], clip_shape: Sequence[int], batches: Sequence[int], settings: InferenceSettings,
                *, progress: bool = True) -> dict[int, dict[str, Any]]:
     """``{batch: {path name: Latency}}`` of every built path (:func:`vidlab.infer.build_paths`) on random
-    clips ``(batch, *clip_shape)``, timed side by side (:func:`vidlab.infer.compare_latency`)."""
-    from vidlab.infer.timing import compare_latency
+    clips ``(batch, *clip_shape)``, timed interleaved (:func:`vidlab.compress.compare_latency`)."""
+    from tqdm.auto import tqdm
+
+    from vidlab.compress.latency import compare_latency
 
     out = {}
-    for batch in batches:
+    for batch in tqdm(list(batches), desc="timing paths", disable=not progress):
         clips = torch.randn(batch, *clip_shape)
-        configs = {name: (path.fn, clips) for name, path in paths.items()}
-        out[batch] = compare_latency(configs, rounds=settings.latency_rounds, repeats=settings.latency_repeats,
-                                     progress=progress)
+        out[batch] = compare_latency({name: path.fn for name, path in paths.items()}, clips, warmup=2,
+                                     repeats=settings.latency_rounds * settings.latency_repeats)
     return out
 
 
@@ -235,19 +236,20 @@ def plot_stream(frames: np.ndarray, times: np.ndarray, probs: Mapping[str, np.nd
 
 
 def plot_batching(rows: Sequence[Mapping[str, Any]]):
-    """Throughput against p95 latency, one point per max wait (and the no-batching point)."""
+    """Throughput against p95 latency, one point per max wait (labelled) and the no-batching point."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for r in rows:
         single = r["max_batch"] == 1
         ax.scatter(r["p95_ms"], r["throughput"], color="C3" if single else "C0", s=40)
-        text = "no batching" if single else f"wait {r['max_wait_ms']:g} ms (mean batch {r['mean_batch']:.1f})"
+        text = "no batching" if single else f"{r['max_wait_ms']:g} ms"
         ax.annotate(text, (r["p95_ms"], r["throughput"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     batched = sorted((r for r in rows if r["max_batch"] > 1), key=lambda r: r["max_wait_ms"])
     ax.plot([r["p95_ms"] for r in batched], [r["throughput"] for r in batched], color="C0", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("p95 latency (ms, log)")
     ax.set_ylabel("answered requests / s")
+    ax.set_title("dynamic batching: max wait on each point", fontsize=9)
     fig.tight_layout()
     return fig
