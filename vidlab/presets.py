@@ -30,12 +30,14 @@ def _tables() -> dict[str, dict[str, Any]]:
     """notebook -> its ``{preset: settings}`` table (recipe modules are imported here, on first use)."""
     from vidlab.recipes import compression, inference
     from vidlab.recipes import data_prep, distributed, finetune, mixed_precision, pretraining, transfer
+    from vidlab.recipes import adversarial
 
     return {
         "01_data_preparation": data_prep.DATA_PREP,
         "02_self_supervised_pretraining": pretraining.PRETRAIN_PRESETS,
         "03_finetuning": finetune.FINETUNE_PRESETS,
         "04_transfer_learning": transfer.TRANSFER_PRESETS,
+        "05_adversarial_training": adversarial.PRESETS,
         "06_mixed_precision": mixed_precision.PRESETS,
         "07_compression": compression.PRESETS,
         "08_inference_deployment": inference.INFERENCE_PRESETS,
