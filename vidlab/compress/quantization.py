@@ -261,8 +261,8 @@ def eager_int8_conv3d_report(model: nn.Module, example: torch.Tensor, *, threads
     ``torch.ao.nn.quantized.Conv3d``: quint8 activations, per-channel qint8 weights) against the
     float ``Conv3d`` on the inputs ``model``'s own layers see for ``example`` ``(B, C, T, H, W)``.
 
-    One row per kind of layer (the first of each: pointwise, depthwise, dense; at most
-    ``max_layers``): ``layer``, ``kind``, ``fp32_ms``, ``int8_ms`` (the int8 kernel on an
+    One row per kind of layer and channel count (pointwise, depthwise, dense; at most
+    ``max_layers``, first found first): ``layer``, ``kind``, ``fp32_ms``, ``int8_ms`` (the int8 kernel on an
     already-quantized input: quantizing the input costs extra).
     """
     import torch.ao.nn.quantized as nnq
@@ -271,8 +271,8 @@ def eager_int8_conv3d_report(model: nn.Module, example: torch.Tensor, *, threads
 
     chosen: dict[str, tuple[str, nn.Conv3d]] = {}
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv3d) and _conv_kind(module) not in chosen and len(chosen) < max_layers:
-            chosen[_conv_kind(module)] = (name, module)
+        if isinstance(module, nn.Conv3d) and len(chosen) < max_layers:
+            chosen.setdefault(f"{_conv_kind(module)} {module.in_channels}->{module.out_channels}", (name, module))
     inputs: dict[str, torch.Tensor] = {}
 
     def keep(key: str) -> Callable:
