@@ -159,10 +159,12 @@ def test_checkpointing_keeps_outputs_and_gradients_and_saves_activation_memory()
 def test_time_training_steps_interleaves_every_run():
     batches = _batches(1)
     runs = {"fp32": TimedRun(_model(), TrainConfig(epochs=1)),
-            "bf16": TimedRun(_model(), TrainConfig(epochs=1, amp=True))}
+            "bf16": TimedRun(_model(), TrainConfig(epochs=1, amp=True)),
+            "fp16": TimedRun(_model(), TrainConfig(epochs=1, amp=True, amp_dtype="float16"), repeats=1)}
     out = time_training_steps(runs, batches, repeats=2, warmup=1)
-    for name in runs:
+    for name in ("fp32", "bf16"):
         assert len(out[name]["steps_s"]) == 2 and out[name]["step_s"] > 0
+    assert len(out["fp16"]["steps_s"]) == 1
 
 
 def test_crossover():

@@ -38,7 +38,7 @@ class MixedPrecisionSettings:
     stride: int = 2  # native frames between sampled frames
     clip_size: int = 32  # crop size fed to the model
     width: int = 256  # embedding width of the lesson ViT
-    depth: int = 4  # transformer blocks
+    depth: int = 2  # transformer blocks
     patch_size: int = 4  # 4x4-px patches x 2-frame tubelets: 256 tokens per 8x32x32 clip
     tubelet_size: int = 2
     global_pool: str = "max"  # token pooling of the head
@@ -47,7 +47,7 @@ class MixedPrecisionSettings:
     lr: float = 1e-3
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
-    fp16_steps: int | None = 8  # optimizer steps of the fp16 run (None: the full recipe)
+    fp16_steps: int | None = 4  # optimizer steps of the fp16 run (None: the full recipe)
     test_views: int = 2  # clips per test video
     timing_repeats: int = 3  # interleaved timed steps per configuration
     curve_widths: tuple[int, ...] = (64, 128, 192, 256, 384, 512)
@@ -170,7 +170,7 @@ def train_precision(model: nn.Module, data: ClipData, s: MixedPrecisionSettings,
 
 def step_table(models: dict[str, nn.Module], batch: dict[str, torch.Tensor], *, precisions: tuple[str, ...],
                channels_last: tuple[bool, ...] = (False,), device: torch.device, repeats: int = 3,
-               memory: bool = True, progress: Any = None) -> list[dict[str, Any]]:
+               memory: bool = True, progress: bool = False) -> list[dict[str, Any]]:
     """Seconds per training step (and, if ``memory``, the measured peak of one step) of every model x
     precision x memory layout, timed interleaved in one :func:`time_training_steps` call.
 
@@ -193,7 +193,9 @@ def step_table(models: dict[str, nn.Module], batch: dict[str, torch.Tensor], *, 
                 b = {"video": batch["video"].to(device).contiguous(memory_format=fmt), "label": batch["label"]}
                 cfg = precision_config(precision, epochs=1, lr=1e-4)
                 key = f"{name}|{precision}|{cl}"
-                runs[key] = TimedRun(work, cfg, [b], lambda p=precision: precision_context(p, device))
+                slow = precision == "fp16" and device.type != "cuda"  # no fp16 matrix units: time it once
+                runs[key] = TimedRun(work, cfg, [b], lambda p=precision: precision_context(p, device),
+                                     repeats=1 if slow else None)
                 rows.append({**row, "key": key, "cfg": cfg, "batch": b})
     times = time_training_steps(runs, [], device=device, repeats=repeats, progress=progress)
     for row in rows:
@@ -215,7 +217,7 @@ def step_table(models: dict[str, nn.Module], batch: dict[str, torch.Tensor], *, 
 
 
 def speedup_curve(s: MixedPrecisionSettings, batch: dict[str, torch.Tensor], num_classes: int, *,
-                  device: torch.device, progress: Any = None) -> list[dict[str, Any]]:
+                  device: torch.device, progress: bool = False) -> list[dict[str, Any]]:
     """bf16-autocast over fp32 step-time speed-up of ``curve_depth``-block ViTs for every width in
     ``curve_widths`` and token count (``curve_patch_sizes``), fp32 and bf16 timed interleaved.
     ``batch`` holds ``curve_batch_size`` clips. Rows: ``width``, ``tokens``, ``fp32_ms``, ``bf16_ms``, ``speedup``."""
@@ -228,7 +230,8 @@ def speedup_curve(s: MixedPrecisionSettings, batch: dict[str, torch.Tensor], num
             for precision in ("fp32", "bf16"):
                 cfg = replace(train_config(s, precision), lr=1e-4)
                 runs[f"{width}|{patch}|{precision}"] = TimedRun(model if precision == "fp32" else copy.deepcopy(model), cfg)
-    times = time_training_steps(runs, [batch], device=device, repeats=s.timing_repeats, progress=progress)
+    times = time_training_steps(runs, [batch], device=device, repeats=s.timing_repeats, progress=progress,
+                                desc="speed-up curve")
     rows = []
     for width, tokens, patch in shapes:
         fp32, bf16 = times[f"{width}|{patch}|fp32"]["step_s"], times[f"{width}|{patch}|bf16"]["step_s"]

@@ -2,8 +2,8 @@
 
 * :func:`format_table` lists fp32, tf32, fp16, bf16 and the two fp8 formats from ``torch.finfo``;
   :func:`round_to` rounds fp32 values to any of them (tf32 emulated by dropping mantissa bits).
-* :func:`gradient_values` and :func:`underflow_fraction`: how much of a real gradient vanishes
-  when it is stored in fp16, with and without a loss scale.
+* :func:`step_gradients` and :func:`underflow_fraction`: how much of a real gradient (weights and
+  the activations between blocks) vanishes when it is stored in fp16, with and without a loss scale.
 * :class:`TeachingGradScaler`: ``torch.amp.GradScaler`` written out in a few lines (one
   optimizer); it plugs into :func:`vidlab.train.train_one_epoch` through ``scaler=``.
 * :func:`trace_op_dtypes`: every aten op the model runs under autocast, with its input and
@@ -37,6 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
 
 from vidlab.train.engine import StepContext, StepOutput, TrainConfig, default_step, train_one_epoch
 
@@ -310,6 +311,7 @@ class TimedRun:
     cfg: TrainConfig  # amp / amp_dtype pick the precision
     batches: Sequence[Mapping[str, Any]] | None = None  # None: the shared batches
     context: Callable[[], contextlib.AbstractContextManager] | None = None  # entered around each pass (TF32)
+    repeats: int | None = None  # timed passes of this run if fewer than the others' (a very slow one)
 
 
 def time_training_steps(
@@ -319,7 +321,8 @@ def time_training_steps(
     device: torch.device | str = "cpu",
     repeats: int = 3,
     warmup: int = 1,
-    progress: Any = None,
+    progress: bool = False,
+    desc: str = "timing steps",
 ) -> dict[str, dict[str, Any]]:
     """Seconds per training step of each named :class:`TimedRun` on the same ``batches`` (dicts with ``video``
     ``(B, C, T, H, W)`` and ``label`` ``(B,)``), each pass run by :func:`vidlab.train.train_one_epoch`.
@@ -328,7 +331,7 @@ def time_training_steps(
     per ``warmup``, then ``repeats`` timed passes, **interleaved**: repeat r runs every
     configuration once (in reversed order on odd r), so background load affects all alike.
     Returns ``{name: {"step_s": median seconds per step, "steps_s": [per-pass values]}}``.
-    ``progress``: an optional tqdm-like bar advanced once per pass.
+    ``progress`` shows a bar (``desc``) advanced once per pass.
     """
     device = torch.device(device)
     state = {}
@@ -340,9 +343,13 @@ def time_training_steps(
         state[name] = (run, opt, scaler, run.batches if run.batches is not None else batches)
     times: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
+    passes = sum(warmup + min(repeats, run.repeats or repeats) for run in runs.values())
+    bar = tqdm(total=passes, desc=desc, disable=not progress, leave=False)
     for r in range(warmup + repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
             run, opt, scaler, data = state[name]
+            if run.repeats is not None and r >= warmup + run.repeats:
+                continue
             with run.context() if run.context is not None else contextlib.nullcontext():
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
@@ -353,8 +360,8 @@ def time_training_steps(
                     torch.cuda.synchronize(device)
             if r >= warmup:
                 times[name].append((time.perf_counter() - start) / max(out["steps"], 1))
-            if progress is not None:
-                progress.update(1)
+            bar.update(1)
+    bar.close()
     return {name: {"step_s": statistics.median(ts), "steps_s": ts} for name, ts in times.items()}
 
 
