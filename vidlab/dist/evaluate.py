@@ -18,8 +18,7 @@ from torch import nn
 
 from vidlab.dist.env import is_distributed
 from vidlab.train.checkpoint import unwrap_model
-from vidlab.train.evaluation import evaluate
-from vidlab.train.metrics import confusion_matrix, per_class_accuracy, topk_accuracy
+from vidlab.train.evaluation import evaluate, video_metrics
 
 
 def _shard_summary(result: Mapping[str, Any] | None, rank: int) -> dict[str, Any]:
@@ -61,26 +60,12 @@ def merge_evaluations(shards: Sequence[Mapping[str, Any]], num_classes: int) -> 
     prob = torch.stack([by_rank[r]["prob"][k] for _, r, k in keyed])
     target = torch.stack([by_rank[r]["label"][k] for _, r, k in keyed])
     paths = [by_rank[r]["path"][k] for _, r, k in keyed]
-    pred = prob.argmax(dim=1)
-    video_acc = topk_accuracy(prob, target, ks=(1, 5))
-    cm = confusion_matrix(pred, target, num_classes)
-    clip1 = sum(s["clip_correct"][1] for s in shards)
-    clip5 = sum(s["clip_correct"][5] for s in shards)
-    return {
-        "loss": sum(s["loss_sum"] for s in shards) / num_clips,
-        "clip_top1": clip1 / num_clips,
-        "clip_top5": clip5 / num_clips,
-        "video_top1": video_acc[1],
-        "video_top5": video_acc[5],
-        "top1": video_acc[1],
-        "top5": video_acc[5],
-        "num_videos": int(target.shape[0]),
-        "num_clips": num_clips,
-        "confusion_matrix": cm,
-        "per_class_accuracy": per_class_accuracy(cm),
-        "predictions": {"path": paths, "label": target, "pred": pred, "prob": prob},
-        "shard_sizes": [int(len(s["predictions"]["label"])) if s["predictions"] is not None else 0 for s in shards],
-    }
+    clip_correct = {k: sum(s["clip_correct"][k] for s in shards) for k in (1, 5)}
+    merged = video_metrics(prob, target, paths, num_classes=num_classes, loss_sum=sum(s["loss_sum"] for s in shards),
+                           clip_correct=clip_correct, num_clips=num_clips)
+    merged["shard_sizes"] = [int(len(s["predictions"]["label"])) if s["predictions"] is not None else 0 for s in shards]
+    return merged
+
 
 
 def sharded_evaluate(

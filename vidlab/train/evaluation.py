@@ -17,7 +17,7 @@ from vidlab.utils import get_device
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
-__all__ = ["AMP_DTYPES", "evaluate"]
+__all__ = ["AMP_DTYPES", "evaluate", "video_metrics"]
 
 
 @torch.no_grad()
@@ -83,8 +83,15 @@ def evaluate(
 
     if num_clips == 0:
         raise ValueError("evaluate: the loader yielded no batches")
-    prob = torch.cat(probs)
-    target = torch.cat(labels)
+    return video_metrics(torch.cat(probs), torch.cat(labels), paths, num_classes=num_classes, loss_sum=loss_sum,
+                         clip_correct=clip_correct, num_clips=num_clips)
+
+
+def video_metrics(prob: torch.Tensor, target: torch.Tensor, paths: list[Any], *, num_classes: int, loss_sum: float,
+                  clip_correct: Mapping[int, float], num_clips: int) -> dict[str, Any]:
+    """The :func:`evaluate` dict from video-level probabilities ``prob`` ``(N, K)``, labels ``(N,)``
+    and clip-level sums (cross-entropy ``loss_sum``, ``clip_correct`` top-1 / top-5 counts over
+    ``num_clips`` clips). Shared with sharded evaluation, which sums those counts over processes."""
     pred = prob.argmax(dim=1)
     video_acc = topk_accuracy(prob, target, ks=(1, 5))
     cm = confusion_matrix(pred, target, num_classes)
