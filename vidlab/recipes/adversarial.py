@@ -25,7 +25,7 @@ from torch import nn
 from vidlab.data.cache import CachedClipDataset, DecodedVideos, cached_loader
 from vidlab.data.clips import ClipData
 from vidlab.data.transforms import DEFAULT_MEAN, DEFAULT_STD, eval_transform, train_transform
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 from vidlab.robust import attacks, corruptions, evaluation, training
 from vidlab.train.engine import History, TrainConfig, fit
 

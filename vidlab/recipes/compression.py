@@ -24,7 +24,7 @@ from torch import nn
 
 from vidlab.compress.evaluate import EvalSet, stack_clips, top1
 from vidlab.compress.latency import measure_latency
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 
 __all__ = ["CompressionSettings", "PRESETS", "LESSONS", "eval_set", "calibration_batches", "train",
            "build_cnn", "build_student", "load_clips", "latency_pair", "latency_table", "file_bytes", "variant_row", "pareto_rows"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 
 __all__ = ["DATA_PREP", "DataPrepSettings", "LESSONS"]
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vidlab.dist import launch
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 
 
 @dataclass(frozen=True)

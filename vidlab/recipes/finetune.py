@@ -18,7 +18,7 @@ from torch import nn
 from vidlab.data.clips import ClipData, load_clip_data
 from vidlab.models import create_model
 from vidlab.models.saving import read_model_info
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 from vidlab.recipes.supervised import train_and_test
 from vidlab.train import peft
 from vidlab.train.engine import TrainConfig

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 
 __all__ = [
     "InferenceSettings",

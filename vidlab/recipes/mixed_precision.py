@@ -25,7 +25,7 @@ from vidlab.data.cache import cached_loader
 from vidlab.data.clips import ClipData, load_clip_data
 from vidlab.models import create_model
 from vidlab.models.vit import VideoViT
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 from vidlab.train.engine import TrainConfig, evaluate, fit
 from vidlab.train.precision import TimedRun, peak_step_memory, tf32_matmuls, time_training_steps
 

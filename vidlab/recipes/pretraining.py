@@ -27,7 +27,7 @@ from vidlab.data.manifest import read_manifest, splits
 from vidlab.data.transforms import eval_transform, train_transform
 from vidlab.models import create_model, save_model
 from vidlab.models.saving import read_model_info
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 from vidlab.train import TrainConfig, ssl
 
 METHODS = ("mae", "contrastive")

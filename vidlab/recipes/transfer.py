@@ -30,7 +30,7 @@ from torch import nn
 from vidlab.data.cache import cached_loader
 from vidlab.data.clips import ClipData, load_clip_data
 from vidlab.data.clips import repeat_dataset as repeat_to
-from vidlab.presets import Lesson
+from vidlab.recipes.lessons import Lesson
 from vidlab.train.engine import TrainConfig, evaluate, fit
 from vidlab.utils import atomic_torch_save
 
