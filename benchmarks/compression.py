@@ -26,14 +26,18 @@ def report(metrics: dict) -> str:
                  f"vs compiled fp32: x{metrics.get('int8_vs_compiled_fp32_speedup_b1', float('nan')):.2f} / "
                  f"x{metrics['int8_vs_compiled_fp32_speedup']:.2f}; top-1 {metrics['top1_fp32']['vit']:.3f} -> "
                  f"{metrics['top1_int8']['vit']:.3f}")
-    lines.append(f"X3D static int8 vs eager fp32: x{metrics['int8_speedup_b1']['cnn']:.2f} / x{metrics['int8_speedup_b8']['cnn']:.2f}; "
+    lines.append(f"3D CNN static int8 vs eager fp32: x{metrics['int8_speedup_b1']['cnn']:.2f} / x{metrics['int8_speedup_b8']['cnn']:.2f}; "
                  f"eager fbgemm int8 Conv3d / fp32 Conv3d (median over layer kinds): x{metrics['eager_int8_conv3d_slowdown']:.2f} time")
-    lines.append(f"X3D structured pruning: x{metrics['structured_speedup']:.2f} at batch 1, "
+    lines.append(f"3D CNN structured pruning: x{metrics['structured_speedup']:.2f} at batch 1, "
                  f"x{metrics.get('structured_speedup_b8', float('nan')):.2f} at batch 8; top-1 {metrics['top1_fp32']['cnn']:.3f} -> "
                  f"{metrics['top1_pruned_structured']:.3f} after fine-tuning")
     lines.append(f"ViT 50 % unstructured: batch-1 latency x{metrics['unstructured_latency_ratio']:.2f} of dense")
     lines.append(f"2:4: top-1 {metrics['top1_2to4']:.3f}; distillation: student {metrics['top1_student']:.3f} alone, "
                  f"{metrics['top1_student_kd']:.3f} distilled")
+    if "kd_targets" in metrics:
+        kd = metrics["kd_targets"]
+        lines.append(f"teacher soft targets: mean top probability {kd['teacher_max_prob_at_tau']:.2f}, entropy "
+                     f"{kd['soft_target_entropy']:.2f} of {kd['uniform_entropy']:.2f} nats (uniform)")
     for model, rows in metrics.get("int8_coverage", {}).items():
         lines.append(f"int8 kernels, {model}: " + ", ".join(f"{r['op']} {r['int8']}/{r['count']}" for r in rows))
     lines.append("compile seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in metrics.get("compile_seconds", {}).items()))
