@@ -101,6 +101,35 @@ def _check_09(m: dict, out) -> None:
         assert (out / f"{name}.png").exists(), name
 
 
+def _check_05(m: dict, out) -> None:
+    import torch
+
+    from vidlab.robust import load_pixel_model
+
+    main = ("standard", "pgd_at", "fgsm_rs")
+    for name in main:
+        for kind in ("clean", "fgsm", "pgd"):
+            assert 0.0 <= m[f"{kind}_top1_{name}"] <= 1.0, (kind, name)
+        assert m[f"seconds_{name}"] > 0
+        assert set(m["corruption_top1"]["h264_crf40"]) >= set(main)
+        assert isinstance(m["gradient_masking"][name]["passed"], bool)
+    assert m["attack_matches_library"] is True
+    assert math.isclose(m["eps"], 4 / 255) and m["pgd_eval"]["steps"] >= 1 and m["pgd_eval"]["restarts"] >= 1
+    assert set(m["sparse_attack_success"]) == {"1", "8"}
+    assert all(0.0 <= v <= 1.0 for v in m["sparse_attack_success"].values())
+    assert {"clean", "gaussian_noise", "blur", "frame_drop", "temporal_jitter", "h264_crf40"} <= set(m["corruption_top1"])
+    data = torch.load(out / "eval_clips.pt", weights_only=True)
+    clips, labels = data["clips"], data["labels"]
+    assert clips.ndim == 5 and clips.shape[0] == labels.shape[0] and clips.min() >= 0 and clips.max() <= 1
+    for name in main:
+        model = load_pixel_model(out / "models" / f"{name}.pt")
+        with torch.no_grad():
+            assert model(clips[:2]).shape == (2, 12)
+    for name in ("accuracy_vs_eps_standard", "adversarial_clip", "sparse_and_temporal", "adversarial_training",
+                 "catastrophic_overfitting", "gradient_masking_checks", "corruptions"):
+        assert (out / f"{name}.png").exists(), name
+
+
 def _check_07(m: dict, out) -> None:
     for model in ("vit", "cnn"):
         for key in ("top1_fp32", "top1_int8"):
@@ -156,35 +185,6 @@ def _check_08(m: dict, out) -> None:
     assert m["process_throughput_gain"] > 0 and m["shared_decode_speedup"] > 0
     for name in ("latency_histogram", "export_paths", "video_predictor", "streaming", "dynamic_batching",
                  "processes_vs_threads"):
-        assert (out / f"{name}.png").exists(), name
-
-
-def _check_05(m: dict, out) -> None:
-    import torch
-
-    from vidlab.robust import load_pixel_model
-
-    main = ("standard", "pgd_at", "fgsm_rs")
-    for name in main:
-        for kind in ("clean", "fgsm", "pgd"):
-            assert 0.0 <= m[f"{kind}_top1_{name}"] <= 1.0, (kind, name)
-        assert m[f"seconds_{name}"] > 0
-        assert set(m["corruption_top1"]["h264_crf40"]) >= set(main)
-        assert isinstance(m["gradient_masking"][name]["passed"], bool)
-    assert m["attack_matches_library"] is True
-    assert math.isclose(m["eps"], 4 / 255) and m["pgd_eval"]["steps"] >= 1 and m["pgd_eval"]["restarts"] >= 1
-    assert set(m["sparse_attack_success"]) == {"1", "8"}
-    assert all(0.0 <= v <= 1.0 for v in m["sparse_attack_success"].values())
-    assert {"clean", "gaussian_noise", "blur", "frame_drop", "temporal_jitter", "h264_crf40"} <= set(m["corruption_top1"])
-    data = torch.load(out / "eval_clips.pt", weights_only=True)
-    clips, labels = data["clips"], data["labels"]
-    assert clips.ndim == 5 and clips.shape[0] == labels.shape[0] and clips.min() >= 0 and clips.max() <= 1
-    for name in main:
-        model = load_pixel_model(out / "models" / f"{name}.pt")
-        with torch.no_grad():
-            assert model(clips[:2]).shape == (2, 12)
-    for name in ("accuracy_vs_eps_standard", "adversarial_clip", "sparse_and_temporal", "adversarial_training",
-                 "catastrophic_overfitting", "gradient_masking_checks", "corruptions"):
         assert (out / f"{name}.png").exists(), name
 
 
