@@ -16,7 +16,9 @@ KW = dict(embed_dim=32, depth=2, num_heads=2)
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):
     torch.manual_seed(0)
-    enc = create_model("vit_mini", num_classes=0, **GEOMETRY, **KW)
+    enc = create_model("vit_mini", num_classes=0, fc_norm=False, **GEOMETRY, **KW)  # as pretraining builds it
+    with torch.no_grad():
+        enc.norm.weight.uniform_(0.5, 1.5)  # a "learnt" final norm, unlike a fresh one
     path = tmp_path_factory.mktemp("enc") / "enc.pt"
     save_model(enc, path, frame_stride=2)
     return path, enc
@@ -28,6 +30,9 @@ def test_backbone_pretrained_vs_scratch(encoder):
     scratch = finetune.build_backbone(path, 12, pretrained=False)
     assert torch.equal(pre.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
     assert not torch.equal(scratch.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
+    assert torch.equal(pre.norm.weight, enc.norm.weight)  # the pretrained final norm is kept
+    assert not torch.equal(scratch.norm.weight, enc.norm.weight)
+    assert isinstance(scratch.norm, torch.nn.LayerNorm) and isinstance(scratch.fc_norm, torch.nn.Identity)
     assert pre.head.out_features == 12
     assert finetune.encoder_geometry(path) == {"num_frames": 4, "img_size": 32, "frame_stride": 2}
 

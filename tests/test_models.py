@@ -208,6 +208,17 @@ def test_vit_applies_exactly_one_final_norm(pool):
         torch.testing.assert_close(model(x), model.head(model.fc_norm(pooled)))
 
 
+def test_vit_fc_norm_false_normalises_tokens_before_pooling():
+    """timm's ``fc_norm=False``: the per-token ``norm`` is real (what an MAE encoder pretrains), ``fc_norm`` is not."""
+    model = vm.create_model("vit_test", num_classes=5, fc_norm=False).eval()
+    assert isinstance(model.norm, nn.LayerNorm) and isinstance(model.fc_norm, nn.Identity)
+    assert sum(isinstance(m, nn.LayerNorm) for m in model.modules()) == 2 * len(model.blocks) + 1
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        tokens = model.norm(model.blocks(model.tokenize(x)))
+        torch.testing.assert_close(model(x), model.head(tokens.mean(dim=1)))
+
+
 def test_vit_default_cfg_normalisation_is_the_pipelines():
     from vidlab.data.transforms import DEFAULT_MEAN, DEFAULT_STD
 

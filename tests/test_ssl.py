@@ -145,6 +145,24 @@ def test_motion_weights_favour_moving_tubelets_and_keep_visible_tokens_out():
     torch.testing.assert_close(ssl.VideoMAE.loss(changed, mae.targets(x), mask, w), loss.detach())
 
 
+def test_mae_normalises_latents_with_the_encoders_own_norm_when_it_has_one():
+    """An ``fc_norm=False`` encoder's per-token ``norm`` is the one pretraining learns (so fine-tuning
+    keeps it); an encoder without one gets a LayerNorm in the wrapper. One norm either way."""
+    torch.manual_seed(0)
+    own = ssl.VideoMAE(create_model("vit_test", num_classes=0, fc_norm=False, **GEOM),
+                       decoder_dim=32, decoder_depth=1, decoder_heads=2)
+    assert isinstance(own.encoder_norm, torch.nn.Identity) and isinstance(own.encoder.norm, torch.nn.LayerNorm)
+    x, mask = torch.randn(2, 3, 8, 32, 32), own.make_mask(2)
+    with torch.no_grad():
+        tokens = own.encoder.tokenize(x)[~mask].reshape(2, -1, own.encoder.embed_dim)
+        expected = own.encoder.norm(own.encoder.blocks(tokens))
+        torch.testing.assert_close(own.encode_visible(x, mask), expected)
+    loss, _, _ = own(x, mask)
+    loss.backward()
+    assert own.encoder.norm.weight.grad is not None and own.encoder.norm.weight.grad.abs().sum() > 0
+    assert isinstance(_mae().encoder_norm, torch.nn.LayerNorm)
+
+
 def test_encoder_sees_only_visible_tokens():
     mae = _mae(mask_ratio=0.75, mask_type="tube")
     seen: list[int] = []

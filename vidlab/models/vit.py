@@ -4,8 +4,10 @@ A clip ``(B, C, T, H, W)`` is cut into non-overlapping tubelets of
 ``tubelet_size x patch_size x patch_size`` by a Conv3d with kernel = stride, giving
 ``N = T/t * H/p * W/p`` tokens of width ``D``; a fixed 3D sin-cos (or learned) positional
 embedding is added. There is no class token: the head pools the tokens (mean, as VideoMAE, or
-max) and normalises the pooled feature with ``fc_norm``; as in timm with a pooling head,
-``norm`` (the per-token final norm) is then an identity, so exactly one LayerNorm is real.
+max). Exactly one final LayerNorm is real, chosen as timm's ``fc_norm`` argument chooses it:
+``fc_norm=True`` (the default with a pooling head) normalises the pooled feature and ``norm`` is an
+identity; ``fc_norm=False`` normalises every token (``norm``) before pooling, which is what a
+masked-autoencoder encoder learns in pretraining, so fine-tuning keeps that pretrained norm.
 
 The split into ``tokenize`` -> ``forward_tokens`` lets masked-autoencoder pretraining run the
 encoder on a subset of tokens: ``forward_tokens(tokenize(x)[:, keep])``.
@@ -83,6 +85,7 @@ class VideoViT(nn.Module):
         global_pool: str = "avg",
         pos_embed: str = "sincos",
         head_init_scale: float = 1.0,
+        fc_norm: bool | None = None,
     ) -> None:
         super().__init__()
         if img_size % patch_size:
@@ -116,9 +119,10 @@ class VideoViT(nn.Module):
                   proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i])
             for i in range(depth)
         ])
-        # timm's fc_norm logic: a pooling head normalises the pooled feature, not every token
-        self.norm = nn.Identity()
-        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        # timm's fc_norm logic: None means "the head pools", so the pooled feature is normalised
+        use_fc_norm = True if fc_norm is None else bool(fc_norm)
+        self.norm = nn.Identity() if use_fc_norm else nn.LayerNorm(embed_dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.default_cfg = {
@@ -190,7 +194,7 @@ class VideoViT(nn.Module):
         return self.pos_drop(x + self._pos_embed_for(grid))
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Transformer blocks (+ ``norm``, an identity with a pooling head) on any subset of tokens:
+        """Transformer blocks + ``norm`` (an identity when ``fc_norm`` is real) on any subset of tokens:
         ``(B, n, D)`` -> ``(B, n, D)``."""
         return self.norm(self.blocks(tokens))
 
@@ -214,7 +218,7 @@ class VideoViT(nn.Module):
         """Replace the head with a fresh ``Linear(D, num_classes)`` (trunc-normal, zero bias); 0 -> Identity."""
         self.num_classes = num_classes
         if num_classes > 0:
-            self.head = nn.Linear(self.embed_dim, num_classes, device=self.fc_norm.weight.device)
+            self.head = nn.Linear(self.embed_dim, num_classes, device=self.patch_embed.weight.device)
             trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
         else:

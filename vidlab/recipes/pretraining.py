@@ -122,11 +122,13 @@ LESSONS = (
 
 # ----------------------------------------------------------------------------- encoder + data
 def model_kwargs(settings: PretrainSettings) -> dict[str, Any]:
-    """``create_model`` keywords that fix the encoder's geometry and size."""
+    """``create_model`` keywords that fix the encoder's geometry and size. ``fc_norm=False``: the
+    encoder ends with its own per-token LayerNorm (VideoMAE's encoder norm), learnt in pretraining and
+    kept by fine-tuning, instead of a fresh norm on the pooled feature."""
     return {
         "img_size": settings.img_size, "num_frames": settings.num_frames, "patch_size": settings.patch_size,
         "tubelet_size": settings.tubelet_size, "embed_dim": settings.embed_dim, "depth": settings.depth,
-        "num_heads": settings.num_heads,
+        "num_heads": settings.num_heads, "fc_norm": False,
     }
 
 

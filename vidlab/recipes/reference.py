@@ -71,7 +71,8 @@ def build_reference_model(preset: str, num_classes: int) -> nn.Module:
     """A freshly initialised reference ViT (registry model, so :func:`~vidlab.models.save_model` can store it)."""
     from vidlab.recipes import pretraining
 
-    return pretraining.build_encoder(reference_geometry(preset), num_classes, global_pool=GLOBAL_POOL)
+    # trained from scratch: timm's default for a pooling head (a norm on the pooled feature)
+    return pretraining.build_encoder(reference_geometry(preset), num_classes, global_pool=GLOBAL_POOL, fc_norm=True)
 
 
 def train_reference_classifier(

@@ -2,8 +2,8 @@
 
 ``VideoMAE(encoder)`` wraps a :class:`vidlab.models.vit.VideoViT` (``tokenize``,
 ``forward_tokens``, ``grid_size``). The visible tokens are gathered into a dense
-``(B, n_visible, D)`` tensor, encoded, normalised (the pretraining encoder's final LayerNorm,
-kept in the wrapper as in VideoMAE, so the fine-tuned model's head uses its own ``fc_norm``), the
+``(B, n_visible, D)`` tensor, encoded, normalised (the encoder's own per-token ``norm`` when built with
+``fc_norm=False``, which fine-tuning then keeps; otherwise a LayerNorm kept in the wrapper), the
 decoder fills in mask tokens and regresses the per-patch-normalised pixels of the hidden
 tubelets; the loss counts hidden tokens only.
 """
@@ -139,8 +139,10 @@ class VideoMAE(nn.Module):
             raise ValueError("target='frame_diff' needs tubelet_size >= 2 (differences inside a tubelet)")
         frames_per_target = self.tubelet if target == "pixels" else self.tubelet - 1
         patch_dim = frames_per_target * self.patch * self.patch * self.channels
-        # the pretraining encoder's final norm (VideoMAE); the classifier later uses the encoder's own fc_norm
-        self.encoder_norm = nn.LayerNorm(int(encoder.embed_dim), eps=1e-6)
+        # VideoMAE normalises the encoder's output tokens: the encoder's own ``norm`` when it has one
+        # (fc_norm=False, then fine-tuning keeps it), else a norm kept here
+        own_norm = not isinstance(getattr(encoder, "norm", nn.Identity()), nn.Identity)
+        self.encoder_norm = nn.Identity() if own_norm else nn.LayerNorm(int(encoder.embed_dim), eps=1e-6)
         self.decoder = MAEDecoder(
             int(encoder.embed_dim), decoder_dim, decoder_depth, decoder_heads, patch_dim, math.prod(self.grid)
         )
