@@ -226,6 +226,11 @@ def test_frame_source_reads_a_file_as_a_live_stream(videos):
     start = time.perf_counter()
     paced = list(streaming.FrameSource(videos["good"], realtime=True, max_frames=6))
     assert len(paced) == 6 and time.perf_counter() - start >= 5 / badfiles.FPS * 0.9
+    every_third = list(streaming.FrameSource(videos["good"], every=3, max_frames=5))
+    assert [badfiles.read_frame_index(f) for _, f in every_third] == [0, 3, 6, 9, 12]
+    assert [t for t, _ in every_third] == [times[i] for i in (0, 3, 6, 9, 12)]
+    with pytest.raises(ValueError, match="every"):
+        streaming.FrameSource(videos["good"], every=0)
     with pytest.raises(vl.data.VideoDecodeError, match="hls_playlist"):
         list(streaming.FrameSource(videos["playlist"]))
     transform = streaming.frame_transform(32, (0.45,) * 3, (0.225,) * 3)

@@ -40,18 +40,23 @@ class FrameSource:
     """A video file read as a live source: yields ``(t_seconds, frame (H, W, C) uint8)`` one at a time.
 
     ``realtime=True`` paces frames at the file's own timestamps (a camera); otherwise frames come
-    as fast as they decode. Decoding errors raise :class:`~vidlab.data.VideoDecodeError` naming the file.
+    as fast as they decode. ``every=k`` passes on every k-th decoded frame only (a model that runs
+    at 1/k of the camera's frame rate, as one trained on clips with frame stride k must); ``max_frames``
+    counts the frames passed on. Decoding errors raise :class:`~vidlab.data.VideoDecodeError` naming the file.
     """
 
-    def __init__(self, path: str | os.PathLike, *, realtime: bool = False, max_frames: int | None = None) -> None:
-        self.path, self.realtime, self.max_frames = path, realtime, max_frames
+    def __init__(self, path: str | os.PathLike, *, realtime: bool = False, max_frames: int | None = None,
+                 every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"FrameSource: every must be >= 1, got {every}")
+        self.path, self.realtime, self.max_frames, self.every = path, realtime, max_frames, int(every)
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
         with open_video(self.path) as container:
             if not container.streams.video:
                 raise VideoDecodeError(self.path, "probe", "no video stream")
             stream = container.streams.video[0]
-            first, started, count = None, time.perf_counter(), 0
+            first, started, count, decoded = None, time.perf_counter(), 0, 0
             iterator = container.decode(stream)
             while self.max_frames is None or count < self.max_frames:
                 try:
@@ -63,6 +68,9 @@ class FrameSource:
                 if frame.pts is None or frame.time is None:
                     raise VideoDecodeError(self.path, "decode", "a frame without a timestamp")
                 first = frame.time if first is None else first
+                decoded += 1
+                if (decoded - 1) % self.every:
+                    continue
                 t = float(frame.time - first)
                 if self.realtime:
                     delay = started + t - time.perf_counter()
