@@ -102,7 +102,7 @@ PRETRAIN_PRESETS: dict[str, PretrainSettings] = {
     # help the few-label fine-tune on these small clips (benchmarks/mae_recipes.py, notebook 02). The
     # contrastive objective needs a longer budget than 40 steps before its probe clears a random encoder's
     # (benchmarks/contrastive_budget.py); notebook 03 covers the smaller label budgets.
-    "cpu": PretrainSettings(mask_type="frame", mask_ratio=0.5, motion_weight=16.0, mae_steps=600,
+    "cpu": PretrainSettings(mask_type="frame", mask_ratio=0.5, motion_weight=16.0, mae_steps=1200,
                             crop_scale_min=1.0, contrastive_steps=120, fewshot_budgets=(10,)),
     "gpu": PretrainSettings(
         num_frames=16, stride=2, img_size=224, cache_size=256, patch_size=16, tubelet_size=2,
