@@ -45,13 +45,14 @@ class InferenceSettings:
     latency_repeats: int = 10
     window: int = 16  # frames the online TSM sees (and the window re-run baseline re-runs)
     tsm_backbone: str = "test_resnet"  # timm ResNet inside the online TSM
-    tsm_small_input_stem: bool = False  # drop the stem max-pool (more pixels of tiny frames, 4x the compute)
-    tsm_img_size: int = 32  # frame size fed to the online TSM
+    tsm_small_input_stem: bool = True  # drop the stem max-pool (more pixels of tiny frames, 4x the compute)
+    tsm_img_size: int = 48  # frame size fed to the online TSM
     tsm_fold_div: int = 4  # 1/fold_div of each block's channels come from the previous frame
     tsm_train_frames: int = 8  # frames per training clip (the weights do not depend on the clip length)
-    tsm_train_per_class: int | None = 50  # training videos per class (None: all)
-    tsm_epochs: int = 4  # training epochs of the online TSM
-    tsm_lr: float = 4e-3  # AdamW peak learning rate (1 warm-up epoch, cosine)
+    tsm_stride: int = 4  # the model sees every tsm_stride-th frame, in training clips and in the stream
+    tsm_train_per_class: int | None = None  # training videos per class (None: all)
+    tsm_epochs: int = 8  # training epochs of the online TSM
+    tsm_lr: float = 8e-3  # AdamW peak learning rate (1 warm-up epoch, cosine)
     tsm_batch_size: int = 16
     stream_videos: int = 4  # test videos streamed frame by frame
     predict_videos: int = 96  # test videos for the video-level predictor
@@ -68,12 +69,12 @@ class InferenceSettings:
 INFERENCE_PRESETS: dict[str, InferenceSettings] = {
     "smoke": InferenceSettings(tsm_paths=("eager", "torch.export", "onnx"), dynamic_compile=True, big_batch=4,
                                latency_rounds=2, latency_repeats=4, window=8, tsm_train_frames=4,
-                               tsm_train_per_class=None, tsm_epochs=1, stream_videos=1, predict_videos=8, views=1, batching_requests=40,
+                               tsm_img_size=32, tsm_small_input_stem=False, tsm_epochs=1, stream_videos=1, predict_videos=8, views=1, batching_requests=40,
                                batching_waits_ms=(0.0, 5.0), scaling_batches=4, decode_workers=1),
     "cpu": InferenceSettings(),
     "gpu": InferenceSettings(tsm_paths=("eager", "torch.export", "torch.compile", "aoti", "onnx"), big_batch=32, latency_rounds=5, latency_repeats=20, tsm_backbone="resnet18",
-                             tsm_img_size=112, tsm_train_frames=16,
-                             tsm_train_per_class=None, tsm_epochs=10, tsm_lr=1e-3,
+                             tsm_img_size=112, tsm_small_input_stem=False, tsm_train_frames=16, tsm_stride=2,
+                             tsm_epochs=10, tsm_lr=1e-3,
                              tsm_batch_size=32, predict_videos=400, batching_requests=1000, scaling_batches=100,
                              decode_workers=8),
 }
@@ -91,12 +92,13 @@ LESSONS = (
 
 
 def load_stream_data(data_dir: str | os.PathLike, settings: InferenceSettings, *, progress: bool = True) -> Any:
-    """Train / val / test clips of ``tsm_train_frames`` consecutive frames (stride 1: a live stream
-    sends every frame) at ``tsm_img_size``, decoded once (:func:`vidlab.data.clips.load_clip_data`);
-    at most ``tsm_train_per_class`` training videos per class."""
+    """Train / val / test clips of ``tsm_train_frames`` frames, ``tsm_stride`` apart (the stream then
+    passes on every ``tsm_stride``-th frame), at ``tsm_img_size``, decoded once
+    (:func:`vidlab.data.clips.load_clip_data`); at most ``tsm_train_per_class`` training videos per class."""
     from vidlab.data.clips import load_clip_data
 
-    data = load_clip_data(data_dir, num_frames=settings.tsm_train_frames, stride=1, size=settings.tsm_img_size,
+    data = load_clip_data(data_dir, num_frames=settings.tsm_train_frames, stride=settings.tsm_stride,
+                          size=settings.tsm_img_size,
                           test_views=2, crop_scale=(0.8, 1.0), color_jitter=0.0, workers=settings.decode_workers,
                           progress=progress)
     if settings.tsm_train_per_class is not None:
