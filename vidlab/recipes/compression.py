@@ -37,7 +37,10 @@ class CompressionSettings:
     # the 3D CNN (registry name), built for the reference clips: a plain 3x3x3 CNN trains in a minute
     # on a CPU, where X3D's depthwise Conv3d backward pass is far slower per step; x3d_xs on a GPU
     cnn_model: str = "cnn3d_small"
-    cnn_epochs: int = 4  # its training from scratch in this notebook
+    # channels per stage (None: the registry default); wide enough that convolutions, not per-call
+    # overhead, set the latency, so removing channels shows as time saved
+    cnn_widths: tuple[int, ...] | None = (32, 64, 128, 256)
+    cnn_epochs: int = 10  # its training from scratch in this notebook
     cnn_lr: float = 3e-3
     batch_size: int = 32  # training batches (CNN, fine-tuning, students)
     eval_views: int = 1  # clips per test video in every accuracy of this notebook (1: the centre clip)
@@ -69,11 +72,11 @@ class CompressionSettings:
 
 
 PRESETS = {
-    "smoke": CompressionSettings(cnn_model="test_cnn3d", cnn_epochs=1, compile_cnn=False, batch_size=8, latency_repeats=3, latency_warmup=1,
+    "smoke": CompressionSettings(cnn_model="test_cnn3d", cnn_widths=None, cnn_epochs=1, compile_cnn=False, batch_size=8, latency_repeats=3, latency_warmup=1,
                                  sparsities=(0.0, 0.5, 0.9), prune_finetune_epochs=1, calibration_batches=2,
                                  student_embed_dim=16, student_depth=1, student_epochs=1),
     "cpu": CompressionSettings(),
-    "gpu": CompressionSettings(cnn_model="x3d_xs", cnn_epochs=20, batch_size=64, eval_views=3, latency_repeats=50,
+    "gpu": CompressionSettings(cnn_model="x3d_xs", cnn_widths=None, cnn_epochs=20, batch_size=64, eval_views=3, latency_repeats=50,
                                prune_finetune_epochs=5, calibration_batches=32, qat_epochs=3,
                                sparse24_finetune_epochs=3, student_embed_dim=192, student_depth=4, student_heads=3,
                                student_epochs=20),
@@ -119,11 +122,13 @@ def calibration_batches(data: Any, settings: CompressionSettings, *, seed: int =
 
 # ----------------------------------------------------------------------------- models and training
 def build_cnn(settings: CompressionSettings, num_classes: int, geometry: dict[str, int]) -> nn.Module:
-    """The 3D CNN for the reference clips (``geometry``: ``num_frames``, ``img_size``)."""
+    """The 3D CNN for the reference clips (``geometry``: ``num_frames``, ``img_size``), with
+    ``settings.cnn_widths`` channels per stage when set."""
     from vidlab.models import create_model
 
+    widths = {} if settings.cnn_widths is None else {"widths": tuple(settings.cnn_widths)}
     return create_model(settings.cnn_model, num_classes=num_classes, num_frames=geometry["num_frames"],
-                        img_size=geometry["img_size"])
+                        img_size=geometry["img_size"], **widths)
 
 
 def build_student(settings: CompressionSettings, teacher: nn.Module) -> nn.Module:
