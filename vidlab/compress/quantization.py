@@ -164,10 +164,12 @@ def int8_coverage(converted: torch.fx.GraphModule) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def inductor_freezing() -> Iterator[None]:
-    """Inductor weight freezing on (constant-folds weights into the graph: needed for int8 kernels)."""
+    """Inductor weight freezing on (constant-folds weights into the graph: needed for int8 kernels),
+    with the C++ wrapper (the compiled graph is called from C++ rather than through a Python
+    function per kernel: small models spend a large part of a call in that Python glue)."""
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch(freezing=True):
+    with inductor_config.patch(freezing=True, cpp_wrapper=True):
         yield
 
 
