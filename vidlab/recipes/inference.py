@@ -46,7 +46,7 @@ class InferenceSettings:
     window: int = 16  # frames the online TSM sees (and the window re-run baseline re-runs)
     tsm_backbone: str = "test_resnet"  # timm ResNet inside the online TSM
     tsm_small_input_stem: bool = True  # drop the stem max-pool (more pixels of tiny frames, 4x the compute)
-    tsm_img_size: int = 48  # frame size fed to the online TSM
+    tsm_img_size: int = 56  # frame size fed to the online TSM (per-frame work large enough that overhead does not set its cost)
     tsm_fold_div: int = 4  # 1/fold_div of each block's channels come from the previous frame
     tsm_train_frames: int = 8  # frames per training clip (the weights do not depend on the clip length)
     tsm_stride: int = 4  # the model sees every tsm_stride-th frame, in training clips and in the stream
