@@ -1,6 +1,7 @@
 """When does FGSM training overfit catastrophically? FGSM and PGD accuracy of FGSM-trained models.
 
-Notebook 05's recipe (a 3D CNN trained on clean clips, then fine-tuned adversarially) at its
+Notebook 05's recipe (a 3D CNN trained on clean clips, then fine-tuned adversarially; or trained
+adversarially from random weights with ``--from-scratch``) at its
 preset, with the FGSM variants that invite catastrophic overfitting (Wong et al. 2020): FGSM
 from the clean clip (step eps) and FGSM with a random start and too large a step, for a few
 budgets eps. For each: clean, FGSM and PGD top-1 on the evaluation clips after every epoch. A
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="adversarial epochs (default: the preset's adv_epochs)")
     parser.add_argument("--ramp-epochs", type=float, default=None, help="eps ramp (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="train the FGSM runs from random weights (default: from the standard model)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -50,7 +53,8 @@ def main() -> None:
     for level in (float(v) for v in args.eps.split(",")):
         s = dataclasses.replace(S, eps_levels=level, lr=args.lr or S.lr)
         for method in args.methods.split(","):
-            run = adv.train_method(method, data, s, seed=args.seed, init=standard["model"], track=track,
+            run = adv.train_method(method, data, s, seed=args.seed, track=track,
+                                   init=None if args.from_scratch else standard["model"],
                                    epochs=args.epochs or S.adv_epochs, progress=False)
             final = adv.attack_table(run["model"], clips, labels, s)
             t = run["track"]
