@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="adversarial epochs (default: the preset's adv_epochs)")
     parser.add_argument("--ramp-epochs", type=float, default=None, help="eps ramp (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    parser.add_argument("--widths", default=None, help="comma-separated channels per stage of the 3D CNN (default: the preset's)")
     parser.add_argument("--from-scratch", action="store_true",
                         help="train the FGSM runs from random weights (default: from the standard model)")
     parser.add_argument("--seed", type=int, default=0)
@@ -39,6 +40,8 @@ def main() -> None:
     S = adv.PRESETS[args.preset]
     if args.alpha_factor is not None:
         S = dataclasses.replace(S, overfit_alpha_factor=args.alpha_factor)
+    if args.widths:
+        S = dataclasses.replace(S, model_widths=tuple(int(w) for w in args.widths.split(",")))
     if args.ramp_epochs is not None:
         S = dataclasses.replace(S, ramp_epochs=args.ramp_epochs)
     data_dir = args.data or default_data_dir(args.preset)
