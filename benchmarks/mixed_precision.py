@@ -4,7 +4,7 @@ For a video ViT and X3D-XS at one clip size, every combination of precision and 
 runs training steps through the engine (``vl.train.train_one_epoch``: autocast forward, loss,
 backward, fp16 GradScaler, AdamW), timed with the repeats interleaved so background load hits
 all combinations alike (``vidlab.train.precision.time_training_steps``). Memory is the measured
-peak of live tensors in one step (``precision.peak_step_memory``, PyTorch's MemTracker: tensor
+peak of live tensors in one step (``vidlab.train.memory.peak_step_memory``, PyTorch's MemTracker: tensor
 bytes, not allocator overhead), with the activations at that peak. On CUDA a TF32 row is added;
 on a CPU it is skipped with the reason. fp16 on a CPU without fp16 matrix units is very slow:
 this script takes minutes there.

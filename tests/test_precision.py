@@ -10,17 +10,14 @@ import torch
 
 from vidlab.models import create_model
 from vidlab.train import TrainConfig
-from vidlab.train.memory import training_memory
+from vidlab.train.memory import accumulation_difference, checkpoint_blocks, peak_step_memory, training_memory
 from vidlab.train.precision import (
     TeachingGradScaler,
     TimedRun,
-    accumulation_difference,
     batches_from,
-    checkpoint_blocks,
     crossover,
     format_table,
     gradient_values,
-    peak_step_memory,
     round_to,
     step_gradients,
     time_training_steps,

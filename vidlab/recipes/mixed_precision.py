@@ -27,7 +27,8 @@ from vidlab.models import create_model
 from vidlab.models.vit import VideoViT
 from vidlab.recipes.lessons import Lesson
 from vidlab.train.engine import TrainConfig, evaluate, fit
-from vidlab.train.precision import TimedRun, peak_step_memory, tf32_matmuls, time_training_steps
+from vidlab.train.memory import peak_step_memory
+from vidlab.train.precision import TimedRun, tf32_matmuls, time_training_steps
 
 
 @dataclass(frozen=True)
