@@ -58,9 +58,9 @@ def main() -> None:
             step = None if tau is None else distill.DistillStep(C.copy_model(teacher), temperature=tau, alpha=alpha)
             seconds = C.train(student, data, base, epochs=epochs, lr=base.student_lr, seed=args.seed, step_fn=step,
                               progress=False)
+            top1 = evaluate.top1(student.eval(), test)
             rows.append({"epochs": epochs, "targets": "labels only" if tau is None else f"KD tau {tau:g}, alpha {alpha:g}",
-                         "top1": evaluate.top1(student.eval(), test), "vs teacher": 0.0, "seconds": seconds})
-            rows[-1]["vs teacher"] = rows[-1]["top1"] - teacher_top1
+                         "top1": top1, "vs teacher": top1 - teacher_top1, "seconds": seconds})
             print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=len(rows) == 1), flush=True)
     print()
     print(pd.DataFrame(rows).round(3).to_string(index=False))
