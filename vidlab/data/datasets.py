@@ -230,6 +230,19 @@ def collate_videos(items: list[dict[str, Any] | Skip]) -> dict[str, Any]:
     return batch
 
 
+def _synchronous_worker_checks_only(iterator: Any) -> None:
+    """Turn off torch's SIGCHLD check for this DataLoader iterator. That check raises "worker killed
+    by signal" asynchronously in whatever Python code the main thread runs at that moment (the
+    caller's loop body, or pytest's reporting), where it cannot become a :class:`WorkerDiedError`.
+    The iterator's own check, made while ``next()`` waits for a batch (every
+    ``MP_STATUS_CHECK_INTERVAL`` = 5 s), still finds a dead worker, inside ``next()``."""
+    if getattr(iterator, "_worker_pids_set", False):
+        from torch.utils.data._utils import signal_handling
+
+        signal_handling._remove_worker_pids(id(iterator))
+        iterator._worker_pids_set = False
+
+
 class VideoLoader(DataLoader):
     """A ``DataLoader`` over a :class:`VideoDataset` that accounts for skipped items.
 
@@ -249,11 +262,16 @@ class VideoLoader(DataLoader):
         ds: VideoDataset = self.dataset  # type: ignore[assignment]
         ds.inflight_dir = self.inflight_dir  # set before the workers start and copy the dataset
         iterator = super().__iter__()
+        _synchronous_worker_checks_only(iterator)
         while True:
             try:
                 batch = next(iterator)
             except StopIteration:
                 return
+            except (EOFError, ConnectionError) as exc:  # the worker's end of the result pipe vanished
+                if self.num_workers > 0:
+                    raise WorkerDiedError(_worker_died_message(exc, self.inflight_dir)) from exc
+                raise
             except RuntimeError as exc:
                 if "exited unexpectedly" in str(exc) or "killed by signal" in str(exc):
                     raise WorkerDiedError(_worker_died_message(exc, self.inflight_dir)) from exc
